@@ -1,0 +1,652 @@
+//! Plugin configuration: a raw serde document (`deny_unknown_fields`)
+//! validated once, at `on_configure`, into the typed [`Config`]. Every error
+//! names the field it is about, e.g. `models[2].provider: unknown provider`.
+
+use crate::providers::{Credential, Provider, ProviderCommon, ProviderKind, Secret, UnknownParams};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+// ---------------------------------------------------------------- errors
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `providers[0].auth.env`, or `(config)` for the document itself.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), message: message.into() }
+    }
+
+    /// A serde error at `base` (the deserialiser's own path is appended).
+    pub fn serde<E: fmt::Display>(base: &str, e: serde_path_to_error::Error<E>) -> Self {
+        let inner = e.path().to_string();
+        let field = match (base.is_empty(), inner.as_str()) {
+            (true, ".") => "(config)".to_string(),
+            (true, _) => inner,
+            (false, ".") => base.to_string(),
+            (false, _) => format!("{base}.{inner}"),
+        };
+        ConfigError::new(field, e.into_inner().to_string())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+// ---------------------------------------------------------------- raw
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    cluster_header: Option<String>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+    providers: Vec<RawProvider>,
+    models: Vec<RawModel>,
+    #[serde(default)]
+    default_model: Option<String>,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+    #[serde(default)]
+    identity_sources: Vec<RawIdentitySource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    kind: ProviderKind,
+    cluster: String,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    base_path: Option<String>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    unknown_params: Option<UnknownParams>,
+    #[serde(default)]
+    options: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum AuthFrom {
+    Injector,
+    Env,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    from: AuthFrom,
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Completion => "completion",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    provider: String,
+    #[serde(default)]
+    upstream_model: Option<String>,
+    #[serde(default)]
+    kind: Option<ModelKind>,
+    #[serde(default)]
+    context_window: Option<u32>,
+    #[serde(default)]
+    max_output_tokens: Option<u32>,
+    #[serde(default)]
+    price: Option<RawPrice>,
+    #[serde(default)]
+    created: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cached_input: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    id: String,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    key_sha256: Option<OneOrMany>,
+    #[serde(default)]
+    principals: Vec<String>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawIdentitySource {
+    PeerCertificate,
+    Xfcc {
+        #[serde(default)]
+        trusted_cidrs: Vec<String>,
+        #[serde(default)]
+        trusted_peers: Vec<String>,
+        #[serde(default)]
+        trust_any: bool,
+    },
+    Header {
+        header: String,
+        #[serde(default)]
+        trusted_cidrs: Vec<String>,
+        #[serde(default)]
+        trusted_peers: Vec<String>,
+        #[serde(default)]
+        trust_any: bool,
+    },
+    Metadata {
+        path: Vec<String>,
+    },
+}
+
+// ---------------------------------------------------------------- typed
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    /// Micro-dollars per million tokens (integer arithmetic only).
+    pub input_micros_per_mtok: u64,
+    pub output_micros_per_mtok: u64,
+    pub cached_input_micros_per_mtok: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub provider: usize,
+    pub upstream: String,
+    pub kind: ModelKind,
+    pub context_window: Option<u32>,
+    pub max_output_tokens: Option<u32>,
+    pub price: Price,
+    pub created: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: String,
+    pub team: Option<String>,
+    pub principals: Vec<String>,
+    pub models: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Caller {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.iter().any(|g| crate::glob::matches(g, model))
+    }
+}
+
+/// A CIDR block (`10.0.0.0/8`, `::1/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                (u32::from(a) & mask) == (u32::from(b) & mask)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                (u128::from(a) & mask) == (u128::from(b) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Who may vouch for an identity header: the direct peer's address or its
+/// certificate's URI SAN, or anyone (explicit opt-in).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub cidrs: Vec<Cidr>,
+    pub peers: Vec<String>,
+    pub any: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// URI SAN of the direct peer's client certificate (mTLS, SPIFFE id).
+    PeerCertificate,
+    /// `URI=` of the first element of `x-forwarded-client-cert`.
+    Xfcc(Trust),
+    /// A header such as Istio's `outputClaimToHeaders` output.
+    Header { header: String, trust: Trust },
+    /// A string in dynamic metadata, e.g. the `sub` claim `jwt_authn` wrote:
+    /// `["envoy.filters.http.jwt_authn", "jwt_payload", "sub"]`.
+    Metadata { path: Vec<String> },
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub path_prefix: String,
+    pub cluster_header: String,
+    pub max_body_bytes: usize,
+    pub providers: Vec<Box<dyn Provider>>,
+    pub models: Vec<Model>,
+    /// Name or alias → index in `models`.
+    pub model_index: HashMap<String, usize>,
+    pub default_model: Option<usize>,
+    pub callers: Vec<Caller>,
+    /// SHA-256 of a caller key → index in `callers`.
+    pub key_index: HashMap<[u8; 32], usize>,
+    pub identity_sources: Vec<IdentitySource>,
+}
+
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
+pub const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
+const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+const MAX_NAME: usize = 256;
+
+fn valid_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
+}
+
+fn price_micros(field: &str, usd_per_mtok: f64) -> Result<u64, ConfigError> {
+    if !usd_per_mtok.is_finite() || usd_per_mtok < 0.0 || usd_per_mtok > 1_000_000.0 {
+        return Err(ConfigError::new(field, "must be a price in USD per million tokens, 0 to 1000000"));
+    }
+    Ok((usd_per_mtok * 1_000_000.0).round() as u64)
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn trust(path: &str, cidrs: Vec<String>, peers: Vec<String>, any: bool) -> Result<Trust, ConfigError> {
+    let mut t = Trust { any, ..Trust::default() };
+    for (i, c) in cidrs.iter().enumerate() {
+        t.cidrs.push(
+            Cidr::parse(c)
+                .ok_or_else(|| ConfigError::new(format!("{path}.trusted_cidrs[{i}]"), "not a CIDR block"))?,
+        );
+    }
+    for (i, p) in peers.iter().enumerate() {
+        if p.is_empty() {
+            return Err(ConfigError::new(format!("{path}.trusted_peers[{i}]"), "must not be empty"));
+        }
+    }
+    t.peers = peers;
+    if !t.any && t.cidrs.is_empty() && t.peers.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.trusted_cidrs"),
+            "a header-based identity needs trusted_cidrs or trusted_peers (who may set it), \
+             or an explicit trust_any: true",
+        ));
+    }
+    Ok(t)
+}
+
+impl Config {
+    /// Parse and validate a plugin configuration. `env` looks up VM
+    /// environment variables (for provider keys given by name).
+    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::serde("", e))?;
+        Self::validate(raw, env)
+    }
+
+    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let path_prefix = raw.path_prefix.unwrap_or_else(|| "/v1".to_string());
+        if !path_prefix.starts_with('/') || (path_prefix.len() > 1 && path_prefix.ends_with('/'))
+            || path_prefix.contains(['?', '#', ' '])
+        {
+            return Err(ConfigError::new("path_prefix", "must start with '/' and not end with '/' (e.g. /v1 or /llm/v1)"));
+        }
+        let path_prefix = if path_prefix == "/" { String::new() } else { path_prefix };
+        let cluster_header = raw.cluster_header.unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.to_string());
+        if !valid_header_name(&cluster_header) {
+            return Err(ConfigError::new("cluster_header", "must be a lower-case header name"));
+        }
+        let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if max_body == 0 || max_body > MAX_BODY_LIMIT {
+            return Err(ConfigError::new("max_body_bytes", format!("must be between 1 and {MAX_BODY_LIMIT}")));
+        }
+
+        // providers
+        if raw.providers.is_empty() {
+            return Err(ConfigError::new("providers", "at least one provider is needed"));
+        }
+        let mut providers: Vec<Box<dyn Provider>> = Vec::new();
+        let mut provider_index: HashMap<String, usize> = HashMap::new();
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let path = format!("providers[{i}]");
+            if !valid_name(&p.name) {
+                return Err(ConfigError::new(format!("{path}.name"), "must be a non-empty name without spaces"));
+            }
+            if provider_index.contains_key(&p.name) {
+                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate provider name '{}'", p.name)));
+            }
+            if p.cluster.is_empty() || p.cluster.contains(['\r', '\n', '\0']) {
+                return Err(ConfigError::new(format!("{path}.cluster"), "must name the Envoy cluster"));
+            }
+            let d = p.kind.defaults();
+            let host = match p.host.or_else(|| d.host.map(str::to_string)) {
+                Some(h) => h,
+                None => {
+                    return Err(ConfigError::new(format!("{path}.host"), format!("is required for kind {}", p.kind.as_str())))
+                }
+            };
+            if host.is_empty() || url::Url::parse(&format!("https://{host}/")).map(|u| u.host().is_none()).unwrap_or(true)
+                || host.contains(['/', '?', '#', '@'])
+            {
+                return Err(ConfigError::new(format!("{path}.host"), "must be a host name, optionally with :port"));
+            }
+            let base_path = p.base_path.unwrap_or_else(|| d.base_path.to_string());
+            if !(base_path.is_empty() || (base_path.starts_with('/') && !base_path.ends_with('/')))
+                || base_path.contains(['?', '#', ' ', '\r', '\n'])
+            {
+                return Err(ConfigError::new(format!("{path}.base_path"), "must start with '/' and not end with '/'"));
+            }
+            let credential = match p.auth {
+                None => Credential::Injected,
+                Some(a) => {
+                    let header = a.header.unwrap_or_else(|| d.auth_header.to_string());
+                    if !valid_header_name(&header) {
+                        return Err(ConfigError::new(format!("{path}.auth.header"), "must be a lower-case header name"));
+                    }
+                    let prefix = a.prefix.unwrap_or_else(|| d.auth_prefix.to_string());
+                    match a.from {
+                        AuthFrom::Injector | AuthFrom::None if a.env.is_some() => {
+                            return Err(ConfigError::new(format!("{path}.auth.env"), "only used with from: env"))
+                        }
+                        AuthFrom::Injector => Credential::Injected,
+                        AuthFrom::None => Credential::None,
+                        AuthFrom::Env => {
+                            let name = a.env.ok_or_else(|| {
+                                ConfigError::new(format!("{path}.auth.env"), "from: env needs the variable's name")
+                            })?;
+                            let value = env(&name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                                ConfigError::new(
+                                    format!("{path}.auth.env"),
+                                    format!("environment variable {name} is not set in the Wasm VM (vm_config.environment_variables)"),
+                                )
+                            })?;
+                            if value.contains(['\r', '\n', '\0']) {
+                                return Err(ConfigError::new(format!("{path}.auth.env"), format!("environment variable {name} holds a control character")));
+                            }
+                            Credential::Header { header, value: Secret(format!("{prefix}{}", value.trim())) }
+                        }
+                    }
+                }
+            };
+            let common = ProviderCommon {
+                name: p.name.clone(),
+                kind: p.kind,
+                cluster: p.cluster,
+                host,
+                base_path,
+                credential,
+                unknown_params: p.unknown_params.unwrap_or(d.unknown_params),
+            };
+            let built = p.kind.build(common, p.options.as_ref(), &path)?;
+            provider_index.insert(p.name, providers.len());
+            providers.push(built);
+        }
+
+        // models
+        if raw.models.is_empty() {
+            return Err(ConfigError::new("models", "at least one model is needed"));
+        }
+        let mut models = Vec::new();
+        let mut model_index: HashMap<String, usize> = HashMap::new();
+        for (i, m) in raw.models.into_iter().enumerate() {
+            let path = format!("models[{i}]");
+            if !valid_name(&m.name) {
+                return Err(ConfigError::new(format!("{path}.name"), "must be a non-empty name without spaces, at most 256 bytes"));
+            }
+            let provider = *provider_index.get(&m.provider).ok_or_else(|| {
+                ConfigError::new(format!("{path}.provider"), format!("unknown provider '{}'", m.provider))
+            })?;
+            let kind = m.kind.unwrap_or(ModelKind::Chat);
+            if !providers[provider].supports(kind) {
+                return Err(ConfigError::new(
+                    format!("{path}.kind"),
+                    format!("provider '{}' cannot serve {} models", m.provider, kind.as_str()),
+                ));
+            }
+            let upstream = m.upstream_model.unwrap_or_else(|| m.name.clone());
+            if !valid_name(&upstream) {
+                return Err(ConfigError::new(format!("{path}.upstream_model"), "must be a non-empty name without spaces"));
+            }
+            let price = match m.price {
+                None => Price::default(),
+                Some(p) => Price {
+                    input_micros_per_mtok: price_micros(&format!("{path}.price.input"), p.input)?,
+                    output_micros_per_mtok: price_micros(&format!("{path}.price.output"), p.output)?,
+                    cached_input_micros_per_mtok: match p.cached_input {
+                        Some(c) => price_micros(&format!("{path}.price.cached_input"), c)?,
+                        None => price_micros(&format!("{path}.price.input"), p.input)?,
+                    },
+                },
+            };
+            let idx = models.len();
+            for (j, n) in std::iter::once(&m.name).chain(m.aliases.iter()).enumerate() {
+                let field = if j == 0 { format!("{path}.name") } else { format!("{path}.aliases[{}]", j - 1) };
+                if !valid_name(n) {
+                    return Err(ConfigError::new(field, "must be a non-empty name without spaces"));
+                }
+                if model_index.insert(n.clone(), idx).is_some() {
+                    return Err(ConfigError::new(field, format!("'{n}' is already the name or an alias of another model")));
+                }
+            }
+            models.push(Model {
+                name: m.name,
+                aliases: m.aliases,
+                provider,
+                upstream,
+                kind,
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                price,
+                created: m.created.unwrap_or(1_700_000_000),
+            });
+        }
+        let default_model = match raw.default_model {
+            None => None,
+            Some(d) => Some(*model_index.get(&d).ok_or_else(|| {
+                ConfigError::new("default_model", format!("'{d}' is not a model name or alias"))
+            })?),
+        };
+
+        // callers
+        let mut callers = Vec::new();
+        let mut key_index = HashMap::new();
+        let mut ids = HashMap::new();
+        for (i, c) in raw.callers.into_iter().enumerate() {
+            let path = format!("callers[{i}]");
+            if !valid_name(&c.id) {
+                return Err(ConfigError::new(format!("{path}.id"), "must be a non-empty id without spaces"));
+            }
+            if ids.insert(c.id.clone(), i).is_some() {
+                return Err(ConfigError::new(format!("{path}.id"), format!("duplicate caller id '{}'", c.id)));
+            }
+            if let Some(t) = &c.team {
+                if !valid_name(t) {
+                    return Err(ConfigError::new(format!("{path}.team"), "must be a non-empty name without spaces"));
+                }
+            }
+            let keys = match c.key_sha256 {
+                None => vec![],
+                Some(OneOrMany::One(k)) => vec![k],
+                Some(OneOrMany::Many(v)) => v,
+            };
+            for (j, k) in keys.iter().enumerate() {
+                let digest = parse_hex32(k).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{path}.key_sha256[{j}]"),
+                        "must be the hex SHA-256 of the caller's key (64 hex digits; `llmgw key new` prints it)",
+                    )
+                })?;
+                if key_index.insert(digest, callers.len()).is_some() {
+                    return Err(ConfigError::new(format!("{path}.key_sha256[{j}]"), "this key hash belongs to another caller too"));
+                }
+            }
+            for (j, p) in c.principals.iter().enumerate() {
+                if p.is_empty() {
+                    return Err(ConfigError::new(format!("{path}.principals[{j}]"), "must not be empty"));
+                }
+            }
+            if keys.is_empty() && c.principals.is_empty() {
+                return Err(ConfigError::new(format!("{path}.key_sha256"), "a caller needs key_sha256 or principals"));
+            }
+            let models_allowed = c.models.unwrap_or_else(|| vec!["*".to_string()]);
+            for (j, g) in models_allowed.iter().enumerate() {
+                if g.is_empty() {
+                    return Err(ConfigError::new(format!("{path}.models[{j}]"), "must not be empty"));
+                }
+            }
+            callers.push(Caller {
+                id: c.id,
+                team: c.team,
+                principals: c.principals,
+                models: models_allowed,
+                labels: c.labels,
+            });
+        }
+
+        // identity sources
+        let mut identity_sources = Vec::new();
+        for (i, s) in raw.identity_sources.into_iter().enumerate() {
+            let path = format!("identity_sources[{i}]");
+            identity_sources.push(match s {
+                RawIdentitySource::PeerCertificate => IdentitySource::PeerCertificate,
+                RawIdentitySource::Xfcc { trusted_cidrs, trusted_peers, trust_any } => {
+                    IdentitySource::Xfcc(trust(&path, trusted_cidrs, trusted_peers, trust_any)?)
+                }
+                RawIdentitySource::Header { header, trusted_cidrs, trusted_peers, trust_any } => {
+                    if !valid_header_name(&header) || matches!(header.as_str(), "authorization" | "api-key" | "x-api-key") {
+                        return Err(ConfigError::new(format!("{path}.header"), "must be a lower-case header name other than the key headers"));
+                    }
+                    IdentitySource::Header { header, trust: trust(&path, trusted_cidrs, trusted_peers, trust_any)? }
+                }
+                RawIdentitySource::Metadata { path: p } => {
+                    if p.is_empty() || p.iter().any(|s| s.is_empty()) {
+                        return Err(ConfigError::new(format!("{path}.path"), "must be a non-empty list of non-empty keys"));
+                    }
+                    IdentitySource::Metadata { path: p }
+                }
+            });
+        }
+
+        Ok(Config {
+            path_prefix,
+            cluster_header,
+            max_body_bytes: max_body as usize,
+            providers,
+            models,
+            model_index,
+            default_model,
+            callers,
+            key_index,
+            identity_sources,
+        })
+    }
+
+    pub fn provider(&self, model: &Model) -> &dyn Provider {
+        self.providers[model.provider].as_ref()
+    }
+
+    /// Look a model up by name or alias.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.model_index.get(name).map(|&i| &self.models[i])
+    }
+}

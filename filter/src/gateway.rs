@@ -1,0 +1,515 @@
+//! The request pipeline, in plain Rust: given what Envoy tells the filter,
+//! decide what to do. The proxy-wasm glue only applies these decisions.
+
+use crate::auth::{self, RequestView, Via};
+use crate::config::{Config, ModelKind};
+use crate::error::{self, ApiError};
+use crate::providers::{ResponseTranslator, UpstreamRequest};
+use crate::request::{ClientRequest, Endpoint};
+use crate::usage::Usage;
+use serde::Serialize;
+
+/// A complete answer the filter gives itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        Reply { status: e.status, headers: e.headers(), body: e.body() }
+    }
+}
+
+/// Headers removed from every request the filter forwards: the caller's
+/// credentials (replaced by the provider's) and what would stop the filter
+/// from reading the answer or break the new body.
+pub const STRIP_REQUEST_HEADERS: [&str; 5] =
+    ["authorization", "api-key", "x-api-key", "accept-encoding", "content-length"];
+
+#[derive(Debug)]
+pub enum Head {
+    /// Not under the API prefix: not the gateway's business.
+    PassThrough,
+    /// Answer now.
+    Reply(Reply),
+    /// Authenticated; the decision needs the body.
+    NeedBody(Pending),
+}
+
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub caller: usize,
+    pub via: Via,
+    pub endpoint: Endpoint,
+}
+
+/// The request as it goes upstream, and the state that reads the answer.
+pub struct Forward {
+    pub cluster: String,
+    pub upstream: UpstreamRequest,
+    pub exchange: Exchange,
+}
+
+/// One forwarded request's answer handling.
+pub struct Exchange {
+    pub provider: usize,
+    pub model: usize,
+    pub caller: usize,
+    pub stream: bool,
+    translator: Box<dyn ResponseTranslator>,
+    /// The answer is an error being buffered for mapping.
+    error: Option<ErrorKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Provider(u16),
+    Envoy(u16),
+}
+
+/// What to do with the response headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: Option<u16>,
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<&'static str>,
+    /// Buffer the whole body before `full_body` (errors, non-streamed answers).
+    pub buffer: bool,
+}
+
+fn split_path(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
+fn method_not_allowed(method: &str, allow: &str) -> Reply {
+    let mut r: Reply = ApiError::new(
+        405,
+        "invalid_request_error",
+        format!("Method {} is not allowed here; use {allow}.", error::echo(method)),
+    )
+    .code("method_not_allowed")
+    .into();
+    r.headers.push(("allow".into(), allow.into()));
+    r
+}
+
+fn json_content_type(ct: &str) -> bool {
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json") || mime.is_empty()
+}
+
+/// Percent-decode a path segment (model ids may hold `/` or `:`).
+fn decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelObject<'a>>,
+}
+
+fn json_reply<T: Serialize>(status: u16, v: &T) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(v).unwrap_or_default(),
+    }
+}
+
+fn model_object<'a>(cfg: &'a Config, m: &'a crate::config::Model) -> ModelObject<'a> {
+    ModelObject {
+        id: &m.name,
+        object: "model",
+        created: m.created,
+        owned_by: cfg.providers[m.provider].common().kind.as_str(),
+    }
+}
+
+/// Decide from the request headers.
+pub fn on_request_head(cfg: &Config, view: &dyn RequestView, method: &str, path: &str, end_of_stream: bool) -> Head {
+    let path = split_path(path);
+    let rest = if cfg.path_prefix.is_empty() {
+        path
+    } else if let Some(r) = path.strip_prefix(cfg.path_prefix.as_str()) {
+        if !(r.is_empty() || r.starts_with('/')) {
+            return Head::PassThrough;
+        }
+        r
+    } else {
+        return Head::PassThrough;
+    };
+    enum Route<'a> {
+        Post(Endpoint),
+        Models,
+        Model(&'a str),
+    }
+    let route = match rest {
+        "/chat/completions" => Route::Post(Endpoint::ChatCompletions),
+        "/completions" => Route::Post(Endpoint::Completions),
+        "/embeddings" => Route::Post(Endpoint::Embeddings),
+        "/models" => Route::Models,
+        r => match r.strip_prefix("/models/") {
+            Some(id) if !id.is_empty() => Route::Model(id),
+            _ => {
+                return Head::Reply(
+                    ApiError::new(
+                        404,
+                        "invalid_request_error",
+                        format!("Invalid URL ({} {})", error::echo(method), error::echo(path)),
+                    )
+                    .code("unknown_url")
+                    .into(),
+                )
+            }
+        },
+    };
+    match (&route, method) {
+        (Route::Post(_), "POST") => {}
+        (Route::Post(_), _) => return Head::Reply(method_not_allowed(method, "POST")),
+        (Route::Models | Route::Model(_), "GET" | "HEAD") => {}
+        (_, _) => return Head::Reply(method_not_allowed(method, "GET")),
+    }
+    let (caller, via) = match auth::identify(cfg, view) {
+        Ok(c) => c,
+        Err(e) => return Head::Reply(e.into()),
+    };
+    let c = &cfg.callers[caller];
+    match route {
+        Route::Models => {
+            let data = cfg.models.iter().filter(|m| c.may_use(&m.name)).map(|m| model_object(cfg, m)).collect();
+            Head::Reply(json_reply(200, &ModelList { object: "list", data }))
+        }
+        Route::Model(id) => {
+            let id = decode(id);
+            match cfg.model(&id).filter(|m| c.may_use(&m.name)) {
+                Some(m) => Head::Reply(json_reply(200, &model_object(cfg, m))),
+                None => Head::Reply(ApiError::model_not_found(&id).into()),
+            }
+        }
+        Route::Post(endpoint) => {
+            if let Some(ct) = view.header("content-type") {
+                if !json_content_type(&ct) {
+                    return Head::Reply(
+                        ApiError::new(
+                            415,
+                            "invalid_request_error",
+                            format!(
+                                "Unsupported content-type `{}`: send the body as application/json.",
+                                error::echo(&ct)
+                            ),
+                        )
+                        .code("unsupported_media_type")
+                        .into(),
+                    );
+                }
+            }
+            if let Some(len) = view.header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+                if len > cfg.max_body_bytes as u64 {
+                    return Head::Reply(too_large(cfg).into());
+                }
+            }
+            if end_of_stream {
+                return Head::Reply(
+                    ApiError::invalid("The request body is empty: send a JSON object.").code("invalid_json").into(),
+                );
+            }
+            Head::NeedBody(Pending { caller, via, endpoint })
+        }
+    }
+}
+
+pub fn too_large(cfg: &Config) -> ApiError {
+    ApiError::new(
+        413,
+        "invalid_request_error",
+        format!("The request body is larger than this gateway's limit of {} bytes.", cfg.max_body_bytes),
+    )
+    .code("request_too_large")
+}
+
+fn endpoint_kind(e: Endpoint) -> ModelKind {
+    match e {
+        Endpoint::ChatCompletions => ModelKind::Chat,
+        Endpoint::Completions => ModelKind::Completion,
+        Endpoint::Embeddings => ModelKind::Embedding,
+    }
+}
+
+/// Decide once the whole body is there.
+pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<Forward, Reply> {
+    if body.len() > cfg.max_body_bytes {
+        return Err(too_large(cfg).into());
+    }
+    let req = ClientRequest::parse(pending.endpoint, body).map_err(Reply::from)?;
+    let caller = &cfg.callers[pending.caller];
+    let model_idx = match &req.model {
+        Some((name, _)) => cfg.model_index.get(name.as_str()).copied().filter(|&i| caller.may_use(&cfg.models[i].name)),
+        None => match cfg.default_model {
+            Some(i) if caller.may_use(&cfg.models[i].name) => Some(i),
+            _ => return Err(ApiError::missing_param("model").into()),
+        },
+    };
+    let Some(model_idx) = model_idx else {
+        let name = req.model.as_ref().map(|m| m.0.as_str()).unwrap_or("");
+        return Err(ApiError::model_not_found(name).into());
+    };
+    let model = &cfg.models[model_idx];
+    let want = endpoint_kind(pending.endpoint);
+    if model.kind != want {
+        return Err(ApiError::invalid_param(
+            "model",
+            "model_not_supported",
+            format!(
+                "`{}` is a {} model and cannot be used with {}{}.",
+                model.name,
+                model.kind.as_str(),
+                cfg.path_prefix,
+                pending.endpoint.suffix()
+            ),
+        )
+        .into());
+    }
+    let provider = cfg.provider(model);
+    let upstream = provider.build_request(&req, model).map_err(Reply::from)?;
+    let translator = provider.response_translator(&req);
+    Ok(Forward {
+        cluster: provider.common().cluster.clone(),
+        upstream,
+        exchange: Exchange {
+            provider: model.provider,
+            model: model_idx,
+            caller: pending.caller,
+            stream: req.stream,
+            translator,
+            error: None,
+        },
+    })
+}
+
+impl Exchange {
+    /// The answer's headers arrived. `from_upstream` is false when Envoy
+    /// made the answer itself (no healthy upstream, timeout, reset).
+    pub fn on_response_head(&mut self, cfg: &Config, status: u16, from_upstream: bool) -> ResponseHead {
+        let p = cfg.providers[self.provider].common();
+        let m = &cfg.models[self.model];
+        let mut head = ResponseHead {
+            set: vec![
+                ("x-llm-provider".into(), p.name.clone()),
+                ("x-llm-provider-kind".into(), p.kind.as_str().into()),
+                ("x-llm-model".into(), m.upstream.clone()),
+            ],
+            ..ResponseHead::default()
+        };
+        if status >= 400 || !from_upstream {
+            self.error = Some(if from_upstream { ErrorKind::Provider(status) } else { ErrorKind::Envoy(status) });
+            let out = if from_upstream { error::upstream_status(status) } else if status >= 400 { status } else { 502 };
+            if out != status {
+                head.status = Some(out);
+            }
+            head.set.push(("content-type".into(), "application/json".into()));
+            head.remove.push("content-length");
+            head.buffer = true;
+            return head;
+        }
+        head.remove.push("content-length");
+        head.buffer = !self.stream;
+        head
+    }
+
+    /// A chunk of a streamed (not buffered) answer.
+    pub fn on_stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        self.translator.stream_chunk(chunk, end_of_stream)
+    }
+
+    /// The whole buffered answer.
+    pub fn on_full_body(&mut self, cfg: &Config, body: &[u8]) -> Option<Vec<u8>> {
+        match self.error {
+            Some(ErrorKind::Provider(s)) => Some(cfg.providers[self.provider].map_error(s, body).body()),
+            Some(ErrorKind::Envoy(s)) => {
+                let name = &cfg.providers[self.provider].common().name;
+                Some(error::map_envoy_local_reply(name, s, body).body())
+            }
+            None => self.translator.full_body(body),
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.translator.usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Fake(HashMap<String, String>);
+    impl RequestView for Fake {
+        fn header(&self, n: &str) -> Option<String> {
+            self.0.get(n).cloned()
+        }
+        fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
+            None
+        }
+    }
+
+    fn hex(d: [u8; 32]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn cfg() -> Config {
+        let doc = format!(
+            r#"{{"providers":[{{"name":"oai","kind":"openai","cluster":"openai"}},
+                {{"name":"az","kind":"azure","cluster":"azure","host":"x.openai.azure.com","options":{{"api_version":"2024-10-21"}}}}],
+            "models":[{{"name":"gpt-4o","aliases":["gpt4"],"provider":"oai","upstream_model":"gpt-4o-2024-08-06"}},
+                      {{"name":"az-4o","provider":"az","upstream_model":"my-dep_1.x"}},
+                      {{"name":"emb","provider":"oai","kind":"embedding"}},
+                      {{"name":"secret-model","provider":"oai"}}],
+            "default_model":"gpt-4o",
+            "callers":[{{"id":"a","key_sha256":"{}","models":["gpt-*","az-*","emb"]}}]}}"#,
+            hex(auth::key_digest("k"))
+        );
+        Config::parse(doc.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn authed() -> Fake {
+        Fake([("authorization".to_string(), "Bearer k".to_string())].into_iter().collect())
+    }
+
+    fn reply(h: Head) -> Reply {
+        match h {
+            Head::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn err_code(r: &Reply) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn routing_and_methods() {
+        let c = cfg();
+        assert!(matches!(on_request_head(&c, &authed(), "GET", "/healthz", true), Head::PassThrough));
+        assert!(matches!(on_request_head(&c, &authed(), "GET", "/v1x", true), Head::PassThrough));
+        let r = reply(on_request_head(&c, &authed(), "POST", "/v1/nope", false));
+        assert_eq!((r.status, err_code(&r)), (404, "unknown_url".into()));
+        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/chat/completions", true));
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("allow".into(), "POST".into())));
+        let r = reply(on_request_head(&c, &authed(), "DELETE", "/v1/models", true));
+        assert_eq!(r.status, 405);
+        assert!(matches!(on_request_head(&c, &authed(), "POST", "/v1/chat/completions?x=1", false), Head::NeedBody(_)));
+    }
+
+    #[test]
+    fn models_list_only_allowed() {
+        let c = cfg();
+        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models", true));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["gpt-4o", "az-4o", "emb"]);
+        assert_eq!(v["data"][1]["owned_by"], "azure");
+        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models/gpt4", true));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"], "gpt-4o");
+        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models/secret-model", true));
+        assert_eq!(r.status, 404);
+    }
+
+    #[test]
+    fn auth_first() {
+        let c = cfg();
+        let r = reply(on_request_head(&c, &Fake::default(), "GET", "/v1/models", true));
+        assert_eq!(r.status, 401);
+    }
+
+    #[test]
+    fn content_checks() {
+        let c = cfg();
+        let mut v = authed();
+        v.0.insert("content-type".into(), "application/x-www-form-urlencoded".into());
+        assert_eq!(reply(on_request_head(&c, &v, "POST", "/v1/chat/completions", false)).status, 415);
+        let mut v = authed();
+        v.0.insert("content-length".into(), "999999999".into());
+        assert_eq!(reply(on_request_head(&c, &v, "POST", "/v1/chat/completions", false)).status, 413);
+        assert_eq!(reply(on_request_head(&c, &authed(), "POST", "/v1/chat/completions", true)).status, 400);
+    }
+
+    fn pending(e: Endpoint) -> Pending {
+        Pending { caller: 0, via: Via::Key, endpoint: e }
+    }
+
+    #[test]
+    fn forward_openai_with_alias() {
+        let c = cfg();
+        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt4","messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
+        assert_eq!(f.cluster, "openai");
+        assert_eq!(f.upstream.path, "/v1/chat/completions");
+        assert_eq!(f.upstream.authority, "api.openai.com");
+        assert_eq!(f.upstream.body, br#"{"model":"gpt-4o-2024-08-06","messages":[{"role":"user","content":"hi"}]}"#);
+    }
+
+    #[test]
+    fn forward_azure_and_default_model() {
+        let c = cfg();
+        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"az-4o","messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
+        assert_eq!(f.upstream.path, "/openai/deployments/my-dep_1.x/chat/completions?api-version=2024-10-21");
+        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
+        assert_eq!(f.exchange.model, 0);
+    }
+
+    #[test]
+    fn model_errors() {
+        let c = cfg();
+        let chat = |b: &str| on_request_body(&c, &pending(Endpoint::ChatCompletions), b.as_bytes()).err().unwrap();
+        let r = chat(r#"{"model":"nope","messages":[{"role":"user"}]}"#);
+        assert_eq!((r.status, err_code(&r)), (404, "model_not_found".into()));
+        let r = chat(r#"{"model":"secret-model","messages":[{"role":"user"}]}"#);
+        assert_eq!((r.status, err_code(&r)), (404, "model_not_found".into()));
+        let r = chat(r#"{"model":"emb","messages":[{"role":"user"}]}"#);
+        assert_eq!((r.status, err_code(&r)), (400, "model_not_supported".into()));
+        let r = chat(r#"{"model":"gpt-4o","messages":[{"role":"user"}],"top_k":2}"#);
+        assert_eq!((r.status, err_code(&r)), (400, "unknown_parameter".into()));
+        let long = format!(r#"{{"model":"{}","messages":[{{"role":"user"}}]}}"#, "x".repeat(5000));
+        let r = chat(&long);
+        assert_eq!(r.status, 404);
+        assert!(r.body.len() < 1000);
+    }
+
+    #[test]
+    fn response_error_mapping() {
+        let c = cfg();
+        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#).ok().unwrap();
+        let h = f.exchange.on_response_head(&c, 401, true);
+        assert_eq!(h.status, Some(502));
+        assert!(h.buffer);
+        let body = f.exchange.on_full_body(&c, br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#).unwrap();
+        assert!(!String::from_utf8(body).unwrap().contains("sk-abc"));
+        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}],"stream":true}"#).ok().unwrap();
+        let h = f.exchange.on_response_head(&c, 200, true);
+        assert!(!h.buffer);
+        assert!(h.set.contains(&("x-llm-model".into(), "gpt-4o-2024-08-06".into())));
+        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#).ok().unwrap();
+        let h = f.exchange.on_response_head(&c, 503, false);
+        assert_eq!(h.status, None);
+        let body = f.exchange.on_full_body(&c, b"no healthy upstream").unwrap();
+        assert!(String::from_utf8(body).unwrap().contains("upstream_unavailable"));
+    }
+}

@@ -1,0 +1,17 @@
+//! LLM gateway: an OpenAI-compatible endpoint as an Envoy proxy-wasm filter.
+//!
+//! Everything but [`glue`] is plain Rust with no proxy-wasm import, tested
+//! natively; `glue` moves bytes and headers between Envoy and that logic.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod glob;
+pub mod providers;
+pub mod request;
+pub mod sse;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,171 @@
+//! What every OpenAI-shaped provider (OpenAI, Azure, compatible servers)
+//! shares: the request body edit, the credential header, and the
+//! pass-through answer reader that still parses the SSE stream for usage.
+
+use super::{Credential, ProviderCommon, ResponseTranslator, UnknownParams};
+use crate::config::{ConfigError, Model};
+use crate::error::ApiError;
+use crate::request::ClientRequest;
+use crate::sse::{SseEvent, SseParser};
+use crate::usage::{openai_usage, Usage};
+
+/// The body for an OpenAI-shaped provider: the model renamed (targeted
+/// edit), unknown parameters handled per the provider's setting.
+pub fn body(
+    common: &ProviderCommon,
+    req: &ClientRequest<'_>,
+    model: &Model,
+) -> Result<Vec<u8>, ApiError> {
+    let known = req.endpoint.known_params();
+    match common.unknown_params {
+        UnknownParams::Pass => Ok(req.rewrite(&model.upstream, &[])),
+        UnknownParams::Reject => match req.unknown_param(known) {
+            Some(p) => Err(ApiError::invalid_param(
+                p,
+                "unknown_parameter",
+                format!(
+                    "Unrecognized request argument supplied: {}",
+                    crate::error::echo(p)
+                ),
+            )),
+            None => Ok(req.rewrite(&model.upstream, &[])),
+        },
+        UnknownParams::Drop => {
+            let unknown: Vec<&str> = req
+                .fields
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !known.contains(k))
+                .collect();
+            Ok(req.rewrite(&model.upstream, &unknown))
+        }
+    }
+}
+
+/// Headers that carry the credential, when the filter sets it itself.
+pub fn credential_headers(common: &ProviderCommon) -> Vec<(String, String)> {
+    match &common.credential {
+        Credential::Header { header, value } => vec![(header.clone(), value.0.clone())],
+        Credential::Injected | Credential::None => vec![],
+    }
+}
+
+/// An `options` object for a kind that takes none.
+pub fn no_options(options: Option<&serde_json::Value>, path: &str) -> Result<(), ConfigError> {
+    match options {
+        None => Ok(()),
+        Some(serde_json::Value::Object(o)) if o.is_empty() => Ok(()),
+        Some(_) => Err(ConfigError::new(
+            format!("{path}.options"),
+            "this provider kind takes no options",
+        )),
+    }
+}
+
+/// Answers already in OpenAI's shape pass unchanged; the stream is still
+/// parsed event by event (across any chunk split) to read the final usage.
+#[derive(Default)]
+pub struct PassThrough {
+    sse: SseParser,
+    events: Vec<SseEvent>,
+    usage: Option<Usage>,
+    saw_event: bool,
+    done: bool,
+}
+
+impl PassThrough {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read_events(&mut self) {
+        for ev in self.events.drain(..) {
+            self.saw_event = true;
+            let data = ev.data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+            } else if data.contains("\"usage\"") {
+                if let Some(u) = openai_usage(data.as_bytes()) {
+                    self.usage = Some(u);
+                }
+            }
+        }
+    }
+}
+
+/// The event that ends a stream the provider cut short, so that the client
+/// sees an error instead of a silently truncated answer.
+pub fn incomplete_stream_event() -> Vec<u8> {
+    let e = ApiError::server(
+        502,
+        "upstream_stream_incomplete",
+        "The provider ended the stream before it was complete.",
+    );
+    let mut out = b"data: ".to_vec();
+    out.extend_from_slice(&e.body());
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+impl ResponseTranslator for PassThrough {
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        self.sse.feed(chunk, &mut self.events);
+        if end_of_stream {
+            self.sse.finish(&mut self.events);
+        }
+        self.read_events();
+        if end_of_stream && !self.done {
+            let mut out = chunk.to_vec();
+            if !out.is_empty() && !out.ends_with(b"\n\n") {
+                out.extend_from_slice(b"\n\n");
+            }
+            out.extend_from_slice(&incomplete_stream_event());
+            return Some(out);
+        }
+        None
+    }
+
+    fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        self.usage = openai_usage(body);
+        None
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn usage_read_at_every_split_and_stream_untouched() {
+        for i in 0..=STREAM.len() {
+            let mut t = PassThrough::new();
+            let (a, b) = STREAM.split_at(i);
+            assert_eq!(t.stream_chunk(a, false), None);
+            assert_eq!(t.stream_chunk(b, false), None);
+            assert_eq!(t.stream_chunk(b"", true), None);
+            assert_eq!(t.usage().unwrap().total_tokens, 9, "split {i}");
+        }
+    }
+
+    #[test]
+    fn cut_stream_gets_an_error_event() {
+        let mut t = PassThrough::new();
+        assert_eq!(t.stream_chunk(&STREAM[..40], false), None);
+        let end = t.stream_chunk(b"", true).unwrap();
+        let s = String::from_utf8(end).unwrap();
+        assert!(s.contains("upstream_stream_incomplete"), "{s}");
+    }
+
+    #[test]
+    fn full_body_usage() {
+        let mut t = PassThrough::new();
+        assert_eq!(t.full_body(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#), None);
+        assert_eq!(t.usage().unwrap().total_tokens, 2);
+    }
+}

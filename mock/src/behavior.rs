@@ -1,0 +1,216 @@
+//! Fault-injection knobs.
+//!
+//! A request asks for a behaviour with the header
+//! `x-mock-behavior: k=v,k2=v2` or with a marker `[[mock:k=v,k2=v2]]`
+//! anywhere in its text (last user message, prompt or embedding input).
+//! Markers override the header key by key. Unknown keys are ignored.
+//!
+//! | key | effect |
+//! |---|---|
+//! | `fail=STATUS` | respond STATUS with the provider's realistic error body |
+//! | `throttle=SECONDS` | 429 rate limit with `retry-after` (fractions allowed) |
+//! | `stall=MS` | wait MS before sending response headers |
+//! | `drip=MS` | wait MS between stream events |
+//! | `cut=N` | stream: N events then abort the connection; non-stream: headers + first N body bytes, then abort |
+//! | `nodone` | stream ends cleanly without `data: [DONE]` |
+//! | `html=STATUS` | STATUS with a `text/html` body (load balancer page) |
+//! | `badjson` | 200 `application/json` with a truncated JSON body |
+//! | `bytes=N` | reply content is exactly N bytes of filler |
+//! | `chunks=N` | stream the content in exactly N content events |
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::body::{Body, EventStream};
+
+pub const HEADER: &str = "x-mock-behavior";
+const MARKER_OPEN: &str = "[[mock:";
+const MARKER_CLOSE: &str = "]]";
+
+/// Parsed knobs; all off by default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Behavior {
+    pub fail: Option<u16>,
+    pub throttle: Option<f64>,
+    pub stall: Option<Duration>,
+    pub drip: Option<Duration>,
+    pub cut: Option<usize>,
+    pub nodone: bool,
+    pub html: Option<u16>,
+    pub badjson: bool,
+    pub bytes: Option<usize>,
+    pub chunks: Option<usize>,
+}
+
+impl Behavior {
+    /// Knobs from the `x-mock-behavior` header (empty when absent).
+    pub fn from_headers(headers: &HeaderMap) -> Behavior {
+        let mut b = Behavior::default();
+        for v in headers.get_all(HEADER) {
+            if let Ok(s) = v.to_str() {
+                b.apply_spec(s);
+            }
+        }
+        b
+    }
+
+    /// Applies every `[[mock:...]]` marker found in `text`.
+    pub fn apply_markers(&mut self, text: &str) {
+        let mut rest = text;
+        while let Some(start) = rest.find(MARKER_OPEN) {
+            let after = &rest[start + MARKER_OPEN.len()..];
+            match after.find(MARKER_CLOSE) {
+                Some(end) => {
+                    self.apply_spec(&after[..end]);
+                    rest = &after[end + MARKER_CLOSE.len()..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Applies a `k=v,k2=v2` spec. Malformed values are ignored.
+    pub fn apply_spec(&mut self, spec: &str) {
+        for item in spec.split([',', ';']) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (k, v) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), v.trim()),
+                None => (item, ""),
+            };
+            let ms = || v.parse::<u64>().ok().map(Duration::from_millis);
+            match k.to_ascii_lowercase().as_str() {
+                "fail" => self.fail = v.parse().ok().filter(|s| (100..=599).contains(s)),
+                "throttle" => {
+                    self.throttle = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+                }
+                "stall" => self.stall = ms(),
+                "drip" => self.drip = ms(),
+                "cut" => self.cut = v.parse().ok(),
+                "nodone" => self.nodone = v.is_empty() || v == "1" || v == "true",
+                "html" => self.html = v.parse().ok().filter(|s| (100..=599).contains(s)),
+                "badjson" => self.badjson = v.is_empty() || v == "1" || v == "true",
+                "bytes" => self.bytes = v.parse().ok(),
+                "chunks" => self.chunks = v.parse().ok().filter(|n| *n > 0),
+                _ => {}
+            }
+        }
+    }
+
+    /// True when `text` may contain a marker (cheap pre-check on raw bytes).
+    pub fn may_contain_marker(raw: &[u8]) -> bool {
+        let needle = MARKER_OPEN.as_bytes();
+        raw.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Applies the transport-level knobs (`badjson`, `cut`, `drip`,
+    /// `nodone`) to a finished response.
+    pub fn shape(&self, mut resp: Response<Body>) -> Response<Body> {
+        if self.badjson && resp.status() == StatusCode::OK {
+            if let Some(full) = resp.body().as_full() {
+                let keep = truncate_point(full);
+                let cut = Bytes::copy_from_slice(&full[..keep]);
+                *resp.body_mut() = Body::full(cut);
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+            }
+        }
+        let body = std::mem::replace(resp.body_mut(), Body::empty());
+        let body = match body {
+            Body::Events(mut s) => {
+                if self.nodone {
+                    if let Some(last) = s.events.back() {
+                        if last.as_ref() == b"data: [DONE]\n\n" {
+                            s.events.pop_back();
+                        }
+                    }
+                }
+                s.drip = self.drip;
+                if let Some(n) = self.cut {
+                    s.abort_after = Some(n);
+                }
+                Body::Events(s)
+            }
+            Body::Full(b) => match self.cut {
+                Some(n) => {
+                    let full = b.unwrap_or_default();
+                    let len = full.len();
+                    let keep = n.min(len.saturating_sub(1));
+                    resp.headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                    let mut s = EventStream::new(Default::default());
+                    if keep > 0 {
+                        s.events.push_back(full.slice(..keep));
+                    }
+                    s.abort_after = Some(s.events.len());
+                    Body::Events(s)
+                }
+                None => Body::Full(b),
+            },
+        };
+        *resp.body_mut() = body;
+        resp
+    }
+}
+
+/// Where to cut a JSON body so it is certainly invalid: half way, but at a
+/// char boundary and at least one byte short.
+fn truncate_point(full: &[u8]) -> usize {
+    let mut keep = (full.len() / 2).max(1).min(full.len().saturating_sub(1));
+    while keep > 0 && keep < full.len() && (full[keep] & 0xC0) == 0x80 {
+        keep -= 1;
+    }
+    keep
+}
+
+/// The HTML error page a load balancer would send for `status`.
+pub fn html_response(status: u16) -> Response<Body> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let page = format!(
+        "<html>\r\n<head><title>{s} {reason}</title></head>\r\n<body>\r\n<center><h1>{s} {reason}</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n",
+        s = code.as_u16()
+    );
+    let mut resp = Response::new(Body::full(page));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("cloudflare"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let mut b = Behavior::default();
+        b.apply_spec("fail=503, stall=20,nodone,chunks=3,bogus=1,throttle=0.5");
+        assert_eq!(b.fail, Some(503));
+        assert_eq!(b.stall, Some(Duration::from_millis(20)));
+        assert!(b.nodone);
+        assert_eq!(b.chunks, Some(3));
+        assert_eq!(b.throttle, Some(0.5));
+    }
+
+    #[test]
+    fn markers() {
+        let mut b = Behavior::default();
+        b.apply_markers("hi [[mock:cut=2]] there [[mock:badjson]] [[mock:oops");
+        assert_eq!(b.cut, Some(2));
+        assert!(b.badjson);
+        assert!(Behavior::may_contain_marker(b"xx[[mock:a]]"));
+        assert!(!Behavior::may_contain_marker(b"xx[[moc"));
+    }
+}

@@ -1,0 +1,370 @@
+//! `llm-mock`: a fast, faithful mock of LLM provider HTTP APIs.
+//!
+//! One server answers for several providers, told apart by path prefix:
+//!
+//! | prefix | provider | module |
+//! |---|---|---|
+//! | `/v1/...` (and anything unknown) | OpenAI | [`openai`] |
+//! | `/openai/...` | Azure OpenAI | [`azure`] |
+//! | `/ollama/v1/...` | Ollama (OpenAI-compatible API) | [`openai`] |
+//! | `/vllm/v1/...` | vLLM (OpenAI-compatible API) | [`openai`] |
+//! | `/__mock/...` | control endpoints (health, recorded requests) | here |
+//!
+//! A new provider (Anthropic, Gemini, Bedrock, ...) is one module with an
+//! `async fn handle(ctx: Ctx<'_>) -> Response<Body>`, a [`Provider`]
+//! variant and one line in [`route`].
+
+pub mod azure;
+pub mod behavior;
+pub mod body;
+pub mod openai;
+pub mod record;
+pub mod schema;
+pub mod text;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+pub use behavior::Behavior;
+pub use body::Body;
+
+/// Largest request body accepted (bigger ones get 413).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The provider that owns a path prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Azure,
+    Ollama,
+    Vllm,
+}
+
+impl Provider {
+    /// Name used in replies and in the request log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Azure => "azure",
+            Provider::Ollama => "ollama",
+            Provider::Vllm => "vllm",
+        }
+    }
+}
+
+/// Server configuration (see the CLI in `main.rs`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Accepted `Authorization: Bearer` keys on `/v1`.
+    pub openai_keys: Vec<String>,
+    /// Accepted `api-key` values on `/openai/deployments/...`.
+    pub azure_keys: Vec<String>,
+    /// Accepted bearer keys on `/vllm/v1`; empty means no auth.
+    pub vllm_keys: Vec<String>,
+    /// Known Azure deployments.
+    pub azure_deployments: Vec<String>,
+    /// How many requests `/__mock/requests` keeps (0 disables recording).
+    pub record_limit: usize,
+    /// Log one line per request to stderr.
+    pub verbose: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            openai_keys: vec!["sk-mock-openai".into()],
+            azure_keys: vec!["mock-azure-key".into()],
+            vllm_keys: Vec::new(),
+            azure_deployments: DEFAULT_AZURE_DEPLOYMENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            record_limit: 200,
+            verbose: false,
+        }
+    }
+}
+
+pub const DEFAULT_AZURE_DEPLOYMENTS: [&str; 4] = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "text-embedding-3-small",
+    "gpt-35-turbo-instruct",
+];
+
+/// Shared server state.
+pub struct State {
+    pub config: Config,
+    pub recorder: record::Recorder,
+    seq: AtomicU64,
+    boot: u64,
+}
+
+impl State {
+    pub fn new(config: Config) -> Self {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        State {
+            recorder: record::Recorder::new(config.record_limit),
+            config,
+            seq: AtomicU64::new(0),
+            boot,
+        }
+    }
+
+    /// A fresh value for per-request unique ids (request ids, not content).
+    pub fn unique(&self) -> u64 {
+        self.seq
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ self.boot
+    }
+}
+
+/// Everything a provider handler needs about one request.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub method: &'a Method,
+    /// Full request path.
+    pub path: &'a str,
+    /// Path below the provider prefix (e.g. `/v1/chat/completions`).
+    pub sub: &'a str,
+    /// Raw query string (without `?`), empty when absent.
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+}
+
+impl Ctx<'_> {
+    /// Knobs from the header, for handlers that add markers later.
+    pub fn header_behavior(&self) -> Behavior {
+        Behavior::from_headers(self.headers)
+    }
+
+    /// Value of a query parameter (no percent-decoding needed for the
+    /// parameters the mock reads).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+/// Maps a path to its provider and the path below the provider's prefix.
+pub fn route(path: &str) -> (Provider, &str) {
+    if let Some(rest) = strip_segment(path, "/ollama") {
+        return (Provider::Ollama, rest);
+    }
+    if let Some(rest) = strip_segment(path, "/vllm") {
+        return (Provider::Vllm, rest);
+    }
+    if strip_segment(path, "/openai").is_some() {
+        return (Provider::Azure, path);
+    }
+    (Provider::OpenAi, path)
+}
+
+fn strip_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Serialises `v` into a JSON response.
+pub fn json_value_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    json_response(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serves one request.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+
+    if let Some(rest) = strip_segment(path, "/__mock") {
+        return control(&state, &parts.method, rest);
+    }
+
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return json_value_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": {
+                    "message": "Request body too large.",
+                    "type": "invalid_request_error", "param": null, "code": null}}),
+            )
+        }
+    };
+
+    let (provider, sub) = route(path);
+    state
+        .recorder
+        .record(provider.name(), &parts.method, path, query, &parts.headers, &body);
+    if state.config.verbose {
+        eprintln!("llm-mock: {} {} {}", provider.name(), parts.method, parts.uri);
+    }
+    let ctx = Ctx {
+        state: &state,
+        method: &parts.method,
+        path,
+        sub,
+        query,
+        headers: &parts.headers,
+        body: &body,
+    };
+    match provider {
+        Provider::Azure => azure::handle(ctx).await,
+        p => openai::handle(ctx, p).await,
+    }
+}
+
+fn control(state: &State, method: &Method, rest: &str) -> Response<Body> {
+    match (method, rest) {
+        (&Method::GET, "/health") | (&Method::HEAD, "/health") => {
+            text_response(StatusCode::OK, "ok")
+        }
+        (&Method::GET, "/requests") => {
+            json_value_response(StatusCode::OK, &state.recorder.to_json())
+        }
+        (&Method::DELETE, "/requests") => {
+            let n = state.recorder.clear();
+            json_value_response(StatusCode::OK, &serde_json::json!({ "cleared": n }))
+        }
+        (_, "/health") | (_, "/requests") => {
+            text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+/// HTTP/1.1 and HTTP/2 (prior knowledge, h2c) are both served.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let state = Arc::new(State::new(config));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Transient accept errors (EMFILE, ECONNABORTED...): back off briefly.
+                    if e.kind() == io::ErrorKind::InvalidInput {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A server running in the background (for tests and embedding).
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ServerHandle {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `addr` (use port 0 for an ephemeral port) and serves in a
+/// background task until the handle is dropped.
+pub async fn start(addr: &str, config: Config) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = serve(listener, config, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Ok(ServerHandle {
+        addr,
+        stop: Some(tx),
+    })
+}
