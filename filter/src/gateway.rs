@@ -24,10 +24,10 @@ impl From<ApiError> for Reply {
 }
 
 /// Headers removed from every request the filter forwards: the caller's
-/// credentials (replaced by the provider's) and what would stop the filter
-/// from reading the answer or break the new body.
-pub const STRIP_REQUEST_HEADERS: [&str; 5] =
-    ["authorization", "api-key", "x-api-key", "accept-encoding", "content-length"];
+/// credentials (replaced by the provider's) and `accept-encoding` (the filter
+/// reads the answer, so it must not come compressed). `content-length` is set
+/// again to the new body's length.
+pub const STRIP_REQUEST_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "accept-encoding"];
 
 #[derive(Debug)]
 pub enum Head {

@@ -189,6 +189,7 @@ impl HttpContext for Http {
                     set_header(m, k, Some(v));
                 }
                 set_header(m, "content-type", Some("application/json"));
+                set_header(m, "content-length", Some(&f.upstream.body.len().to_string()));
                 // The route (`cluster_header`) is resolved when the headers continue.
                 set_header(m, &cfg.cluster_header, Some(&f.cluster));
                 if f.upstream.body != body {
