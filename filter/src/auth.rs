@@ -127,14 +127,17 @@ pub fn principal(cfg: &Config, view: &dyn RequestView) -> Option<String> {
             IdentitySource::PeerCertificate => peer_san(view),
             IdentitySource::Xfcc(t) => {
                 if trusted(view, t) {
-                    view.header("x-forwarded-client-cert").and_then(|v| xfcc_uri(&v))
+                    view.header("x-forwarded-client-cert")
+                        .and_then(|v| xfcc_uri(&v))
                 } else {
                     None
                 }
             }
             IdentitySource::Header { header, trust } => {
                 if trusted(view, trust) {
-                    view.header(header).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+                    view.header(header)
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
                 } else {
                     None
                 }
@@ -230,16 +233,31 @@ mod tests {
 
     fn view(h: &[(&str, &str)], p: &[(&str, &str)]) -> Fake {
         Fake {
-            headers: h.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            props: p.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            headers: h
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            props: p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
         }
     }
 
     #[test]
     fn key_in_each_header() {
         let c = cfg("");
-        for (h, v) in [("authorization", "Bearer sk-alice"), ("authorization", "bearer  sk-alice "), ("api-key", "sk-alice"), ("x-api-key", "sk-alice")] {
-            assert_eq!(identify(&c, &view(&[(h, v)], &[])).unwrap(), (0, Via::Key), "{h}");
+        for (h, v) in [
+            ("authorization", "Bearer sk-alice"),
+            ("authorization", "bearer  sk-alice "),
+            ("api-key", "sk-alice"),
+            ("x-api-key", "sk-alice"),
+        ] {
+            assert_eq!(
+                identify(&c, &view(&[(h, v)], &[])).unwrap(),
+                (0, Via::Key),
+                "{h}"
+            );
         }
     }
 
@@ -247,7 +265,10 @@ mod tests {
     fn wrong_or_missing_key() {
         let c = cfg("");
         let e = identify(&c, &view(&[("authorization", "Bearer sk-bob")], &[])).unwrap_err();
-        assert_eq!((e.status, e.code.as_deref()), (401, Some("invalid_api_key")));
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (401, Some("invalid_api_key"))
+        );
         assert!(!e.message.contains("sk-bob"));
         let e = identify(&c, &view(&[], &[])).unwrap_err();
         assert_eq!(e.status, 401);
@@ -256,26 +277,58 @@ mod tests {
     #[test]
     fn peer_certificate_identity() {
         let c = cfg(r#","identity_sources":[{"type":"peer_certificate"}]"#);
-        let v = view(&[], &[("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/a/sa/app")]);
+        let v = view(
+            &[],
+            &[(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/a/sa/app",
+            )],
+        );
         assert_eq!(identify(&c, &v).unwrap().0, 1);
-        let v = view(&[], &[("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/b/sa/app")]);
+        let v = view(
+            &[],
+            &[(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/b/sa/app",
+            )],
+        );
         assert_eq!(identify(&c, &v).unwrap_err().status, 401);
     }
 
     #[test]
     fn header_identity_only_from_trusted_sources() {
-        let c = cfg(r#","identity_sources":[{"type":"header","header":"x-caller","trusted_cidrs":["10.0.0.0/8"]}]"#);
+        let c = cfg(
+            r#","identity_sources":[{"type":"header","header":"x-caller","trusted_cidrs":["10.0.0.0/8"]}]"#,
+        );
         let h = [("x-caller", "spiffe://cluster.local/ns/a/sa/x")];
-        assert_eq!(identify(&c, &view(&h, &[("source.address", "10.1.2.3:5555")])).unwrap().0, 1);
-        assert_eq!(identify(&c, &view(&h, &[("source.address", "192.168.0.1:5555")])).unwrap_err().status, 401);
+        assert_eq!(
+            identify(&c, &view(&h, &[("source.address", "10.1.2.3:5555")]))
+                .unwrap()
+                .0,
+            1
+        );
+        assert_eq!(
+            identify(&c, &view(&h, &[("source.address", "192.168.0.1:5555")]))
+                .unwrap_err()
+                .status,
+            401
+        );
         assert_eq!(identify(&c, &view(&h, &[])).unwrap_err().status, 401);
     }
 
     #[test]
     fn xfcc_identity() {
-        let c = cfg(r#","identity_sources":[{"type":"xfcc","trusted_peers":["spiffe://cluster.local/ns/istio-system/*"]}]"#);
-        let h = [("x-forwarded-client-cert", r#"By=spiffe://x;Hash=abc;Subject="CN=a,O=b";URI=spiffe://cluster.local/ns/a/sa/app"#)];
-        let trusted = [("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/istio-system/sa/gw")];
+        let c = cfg(
+            r#","identity_sources":[{"type":"xfcc","trusted_peers":["spiffe://cluster.local/ns/istio-system/*"]}]"#,
+        );
+        let h = [(
+            "x-forwarded-client-cert",
+            r#"By=spiffe://x;Hash=abc;Subject="CN=a,O=b";URI=spiffe://cluster.local/ns/a/sa/app"#,
+        )];
+        let trusted = [(
+            "connection.uri_san_peer_certificate",
+            "spiffe://cluster.local/ns/istio-system/sa/gw",
+        )];
         assert_eq!(identify(&c, &view(&h, &trusted)).unwrap().0, 1);
         assert_eq!(identify(&c, &view(&h, &[])).unwrap_err().status, 401);
     }
@@ -283,22 +336,42 @@ mod tests {
     #[test]
     fn xfcc_parsing() {
         assert_eq!(xfcc_uri("URI=spiffe://a").as_deref(), Some("spiffe://a"));
-        assert_eq!(xfcc_uri("By=x;URI=spiffe://a,By=y;URI=spiffe://b").as_deref(), Some("spiffe://b"));
-        assert_eq!(xfcc_uri(r#"Subject="a,b;c";URI=spiffe://q"#).as_deref(), Some("spiffe://q"));
+        assert_eq!(
+            xfcc_uri("By=x;URI=spiffe://a,By=y;URI=spiffe://b").as_deref(),
+            Some("spiffe://b")
+        );
+        assert_eq!(
+            xfcc_uri(r#"Subject="a,b;c";URI=spiffe://q"#).as_deref(),
+            Some("spiffe://q")
+        );
         assert_eq!(xfcc_uri("Hash=1"), None);
     }
 
     #[test]
     fn metadata_identity() {
-        let c = cfg(r#","identity_sources":[{"type":"metadata","path":["envoy.filters.http.jwt_authn","jwt_payload","sub"]}]"#);
-        let v = view(&[], &[("metadata.filter_metadata.envoy.filters.http.jwt_authn.jwt_payload.sub", "spiffe://cluster.local/ns/a/sa/jwt")]);
+        let c = cfg(
+            r#","identity_sources":[{"type":"metadata","path":["envoy.filters.http.jwt_authn","jwt_payload","sub"]}]"#,
+        );
+        let v = view(
+            &[],
+            &[(
+                "metadata.filter_metadata.envoy.filters.http.jwt_authn.jwt_payload.sub",
+                "spiffe://cluster.local/ns/a/sa/jwt",
+            )],
+        );
         assert_eq!(identify(&c, &v).unwrap().0, 1);
     }
 
     #[test]
     fn key_beats_identity_and_must_be_valid() {
         let c = cfg(r#","identity_sources":[{"type":"peer_certificate"}]"#);
-        let v = view(&[("authorization", "Bearer nope")], &[("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/a/sa/app")]);
+        let v = view(
+            &[("authorization", "Bearer nope")],
+            &[(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/a/sa/app",
+            )],
+        );
         assert_eq!(identify(&c, &v).unwrap_err().status, 401);
     }
 }

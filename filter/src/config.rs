@@ -19,7 +19,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// A serde error at `base` (the deserialiser's own path is appended).
@@ -267,11 +270,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 (u32::from(a) & mask) == (u32::from(b) & mask)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 (u128::from(a) & mask) == (u128::from(b) & mask)
             }
             _ => false,
@@ -324,18 +335,20 @@ const MAX_NAME: usize = 256;
 
 fn valid_header_name(h: &str) -> bool {
     !h.is_empty()
-        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME
-        && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
+    !s.is_empty() && s.len() <= MAX_NAME && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
 }
 
 fn price_micros(field: &str, usd_per_mtok: f64) -> Result<u64, ConfigError> {
-    if !usd_per_mtok.is_finite() || usd_per_mtok < 0.0 || usd_per_mtok > 1_000_000.0 {
-        return Err(ConfigError::new(field, "must be a price in USD per million tokens, 0 to 1000000"));
+    if !usd_per_mtok.is_finite() || !(0.0..=1_000_000.0).contains(&usd_per_mtok) {
+        return Err(ConfigError::new(
+            field,
+            "must be a price in USD per million tokens, 0 to 1000000",
+        ));
     }
     Ok((usd_per_mtok * 1_000_000.0).round() as u64)
 }
@@ -351,17 +364,27 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn trust(path: &str, cidrs: Vec<String>, peers: Vec<String>, any: bool) -> Result<Trust, ConfigError> {
-    let mut t = Trust { any, ..Trust::default() };
+fn trust(
+    path: &str,
+    cidrs: Vec<String>,
+    peers: Vec<String>,
+    any: bool,
+) -> Result<Trust, ConfigError> {
+    let mut t = Trust {
+        any,
+        ..Trust::default()
+    };
     for (i, c) in cidrs.iter().enumerate() {
-        t.cidrs.push(
-            Cidr::parse(c)
-                .ok_or_else(|| ConfigError::new(format!("{path}.trusted_cidrs[{i}]"), "not a CIDR block"))?,
-        );
+        t.cidrs.push(Cidr::parse(c).ok_or_else(|| {
+            ConfigError::new(format!("{path}.trusted_cidrs[{i}]"), "not a CIDR block")
+        })?);
     }
     for (i, p) in peers.iter().enumerate() {
         if p.is_empty() {
-            return Err(ConfigError::new(format!("{path}.trusted_peers[{i}]"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{path}.trusted_peers[{i}]"),
+                "must not be empty",
+            ));
         }
     }
     t.peers = peers;
@@ -378,81 +401,137 @@ fn trust(path: &str, cidrs: Vec<String>, peers: Vec<String>, any: bool) -> Resul
 impl Config {
     /// Parse and validate a plugin configuration. `env` looks up VM
     /// environment variables (for provider keys given by name).
-    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::serde("", e))?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::serde("", e))?;
         Self::validate(raw, env)
     }
 
-    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn validate(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let path_prefix = raw.path_prefix.unwrap_or_else(|| "/v1".to_string());
-        if !path_prefix.starts_with('/') || (path_prefix.len() > 1 && path_prefix.ends_with('/'))
+        if !path_prefix.starts_with('/')
+            || (path_prefix.len() > 1 && path_prefix.ends_with('/'))
             || path_prefix.contains(['?', '#', ' '])
         {
-            return Err(ConfigError::new("path_prefix", "must start with '/' and not end with '/' (e.g. /v1 or /llm/v1)"));
+            return Err(ConfigError::new(
+                "path_prefix",
+                "must start with '/' and not end with '/' (e.g. /v1 or /llm/v1)",
+            ));
         }
-        let path_prefix = if path_prefix == "/" { String::new() } else { path_prefix };
-        let cluster_header = raw.cluster_header.unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.to_string());
+        let path_prefix = if path_prefix == "/" {
+            String::new()
+        } else {
+            path_prefix
+        };
+        let cluster_header = raw
+            .cluster_header
+            .unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.to_string());
         if !valid_header_name(&cluster_header) {
-            return Err(ConfigError::new("cluster_header", "must be a lower-case header name"));
+            return Err(ConfigError::new(
+                "cluster_header",
+                "must be a lower-case header name",
+            ));
         }
         let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if max_body == 0 || max_body > MAX_BODY_LIMIT {
-            return Err(ConfigError::new("max_body_bytes", format!("must be between 1 and {MAX_BODY_LIMIT}")));
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_LIMIT}"),
+            ));
         }
 
         // providers
         if raw.providers.is_empty() {
-            return Err(ConfigError::new("providers", "at least one provider is needed"));
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is needed",
+            ));
         }
         let mut providers: Vec<Box<dyn Provider>> = Vec::new();
         let mut provider_index: HashMap<String, usize> = HashMap::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
             let path = format!("providers[{i}]");
             if !valid_name(&p.name) {
-                return Err(ConfigError::new(format!("{path}.name"), "must be a non-empty name without spaces"));
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    "must be a non-empty name without spaces",
+                ));
             }
             if provider_index.contains_key(&p.name) {
-                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate provider name '{}'", p.name)));
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate provider name '{}'", p.name),
+                ));
             }
             if p.cluster.is_empty() || p.cluster.contains(['\r', '\n', '\0']) {
-                return Err(ConfigError::new(format!("{path}.cluster"), "must name the Envoy cluster"));
+                return Err(ConfigError::new(
+                    format!("{path}.cluster"),
+                    "must name the Envoy cluster",
+                ));
             }
             let d = p.kind.defaults();
             let host = match p.host.or_else(|| d.host.map(str::to_string)) {
                 Some(h) => h,
                 None => {
-                    return Err(ConfigError::new(format!("{path}.host"), format!("is required for kind {}", p.kind.as_str())))
+                    return Err(ConfigError::new(
+                        format!("{path}.host"),
+                        format!("is required for kind {}", p.kind.as_str()),
+                    ))
                 }
             };
-            if host.is_empty() || url::Url::parse(&format!("https://{host}/")).map(|u| u.host().is_none()).unwrap_or(true)
+            if host.is_empty()
+                || url::Url::parse(&format!("https://{host}/"))
+                    .map(|u| u.host().is_none())
+                    .unwrap_or(true)
                 || host.contains(['/', '?', '#', '@'])
             {
-                return Err(ConfigError::new(format!("{path}.host"), "must be a host name, optionally with :port"));
+                return Err(ConfigError::new(
+                    format!("{path}.host"),
+                    "must be a host name, optionally with :port",
+                ));
             }
             let base_path = p.base_path.unwrap_or_else(|| d.base_path.to_string());
             if !(base_path.is_empty() || (base_path.starts_with('/') && !base_path.ends_with('/')))
                 || base_path.contains(['?', '#', ' ', '\r', '\n'])
             {
-                return Err(ConfigError::new(format!("{path}.base_path"), "must start with '/' and not end with '/'"));
+                return Err(ConfigError::new(
+                    format!("{path}.base_path"),
+                    "must start with '/' and not end with '/'",
+                ));
             }
             let credential = match p.auth {
                 None => Credential::Injected,
                 Some(a) => {
                     let header = a.header.unwrap_or_else(|| d.auth_header.to_string());
                     if !valid_header_name(&header) {
-                        return Err(ConfigError::new(format!("{path}.auth.header"), "must be a lower-case header name"));
+                        return Err(ConfigError::new(
+                            format!("{path}.auth.header"),
+                            "must be a lower-case header name",
+                        ));
                     }
                     let prefix = a.prefix.unwrap_or_else(|| d.auth_prefix.to_string());
                     match a.from {
                         AuthFrom::Injector | AuthFrom::None if a.env.is_some() => {
-                            return Err(ConfigError::new(format!("{path}.auth.env"), "only used with from: env"))
+                            return Err(ConfigError::new(
+                                format!("{path}.auth.env"),
+                                "only used with from: env",
+                            ))
                         }
                         AuthFrom::Injector => Credential::Injected,
                         AuthFrom::None => Credential::None,
                         AuthFrom::Env => {
                             let name = a.env.ok_or_else(|| {
-                                ConfigError::new(format!("{path}.auth.env"), "from: env needs the variable's name")
+                                ConfigError::new(
+                                    format!("{path}.auth.env"),
+                                    "from: env needs the variable's name",
+                                )
                             })?;
                             let value = env(&name).filter(|v| !v.is_empty()).ok_or_else(|| {
                                 ConfigError::new(
@@ -461,9 +540,17 @@ impl Config {
                                 )
                             })?;
                             if value.contains(['\r', '\n', '\0']) {
-                                return Err(ConfigError::new(format!("{path}.auth.env"), format!("environment variable {name} holds a control character")));
+                                return Err(ConfigError::new(
+                                    format!("{path}.auth.env"),
+                                    format!(
+                                        "environment variable {name} holds a control character"
+                                    ),
+                                ));
                             }
-                            Credential::Header { header, value: Secret(format!("{prefix}{}", value.trim())) }
+                            Credential::Header {
+                                header,
+                                value: Secret(format!("{prefix}{}", value.trim())),
+                            }
                         }
                     }
                 }
@@ -491,27 +578,43 @@ impl Config {
         for (i, m) in raw.models.into_iter().enumerate() {
             let path = format!("models[{i}]");
             if !valid_name(&m.name) {
-                return Err(ConfigError::new(format!("{path}.name"), "must be a non-empty name without spaces, at most 256 bytes"));
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    "must be a non-empty name without spaces, at most 256 bytes",
+                ));
             }
             let provider = *provider_index.get(&m.provider).ok_or_else(|| {
-                ConfigError::new(format!("{path}.provider"), format!("unknown provider '{}'", m.provider))
+                ConfigError::new(
+                    format!("{path}.provider"),
+                    format!("unknown provider '{}'", m.provider),
+                )
             })?;
             let kind = m.kind.unwrap_or(ModelKind::Chat);
             if !providers[provider].supports(kind) {
                 return Err(ConfigError::new(
                     format!("{path}.kind"),
-                    format!("provider '{}' cannot serve {} models", m.provider, kind.as_str()),
+                    format!(
+                        "provider '{}' cannot serve {} models",
+                        m.provider,
+                        kind.as_str()
+                    ),
                 ));
             }
             let upstream = m.upstream_model.unwrap_or_else(|| m.name.clone());
             if !valid_name(&upstream) {
-                return Err(ConfigError::new(format!("{path}.upstream_model"), "must be a non-empty name without spaces"));
+                return Err(ConfigError::new(
+                    format!("{path}.upstream_model"),
+                    "must be a non-empty name without spaces",
+                ));
             }
             let price = match m.price {
                 None => Price::default(),
                 Some(p) => Price {
                     input_micros_per_mtok: price_micros(&format!("{path}.price.input"), p.input)?,
-                    output_micros_per_mtok: price_micros(&format!("{path}.price.output"), p.output)?,
+                    output_micros_per_mtok: price_micros(
+                        &format!("{path}.price.output"),
+                        p.output,
+                    )?,
                     cached_input_micros_per_mtok: match p.cached_input {
                         Some(c) => price_micros(&format!("{path}.price.cached_input"), c)?,
                         None => price_micros(&format!("{path}.price.input"), p.input)?,
@@ -520,12 +623,22 @@ impl Config {
             };
             let idx = models.len();
             for (j, n) in std::iter::once(&m.name).chain(m.aliases.iter()).enumerate() {
-                let field = if j == 0 { format!("{path}.name") } else { format!("{path}.aliases[{}]", j - 1) };
+                let field = if j == 0 {
+                    format!("{path}.name")
+                } else {
+                    format!("{path}.aliases[{}]", j - 1)
+                };
                 if !valid_name(n) {
-                    return Err(ConfigError::new(field, "must be a non-empty name without spaces"));
+                    return Err(ConfigError::new(
+                        field,
+                        "must be a non-empty name without spaces",
+                    ));
                 }
                 if model_index.insert(n.clone(), idx).is_some() {
-                    return Err(ConfigError::new(field, format!("'{n}' is already the name or an alias of another model")));
+                    return Err(ConfigError::new(
+                        field,
+                        format!("'{n}' is already the name or an alias of another model"),
+                    ));
                 }
             }
             models.push(Model {
@@ -543,7 +656,10 @@ impl Config {
         let default_model = match raw.default_model {
             None => None,
             Some(d) => Some(*model_index.get(&d).ok_or_else(|| {
-                ConfigError::new("default_model", format!("'{d}' is not a model name or alias"))
+                ConfigError::new(
+                    "default_model",
+                    format!("'{d}' is not a model name or alias"),
+                )
             })?),
         };
 
@@ -554,14 +670,23 @@ impl Config {
         for (i, c) in raw.callers.into_iter().enumerate() {
             let path = format!("callers[{i}]");
             if !valid_name(&c.id) {
-                return Err(ConfigError::new(format!("{path}.id"), "must be a non-empty id without spaces"));
+                return Err(ConfigError::new(
+                    format!("{path}.id"),
+                    "must be a non-empty id without spaces",
+                ));
             }
             if ids.insert(c.id.clone(), i).is_some() {
-                return Err(ConfigError::new(format!("{path}.id"), format!("duplicate caller id '{}'", c.id)));
+                return Err(ConfigError::new(
+                    format!("{path}.id"),
+                    format!("duplicate caller id '{}'", c.id),
+                ));
             }
             if let Some(t) = &c.team {
                 if !valid_name(t) {
-                    return Err(ConfigError::new(format!("{path}.team"), "must be a non-empty name without spaces"));
+                    return Err(ConfigError::new(
+                        format!("{path}.team"),
+                        "must be a non-empty name without spaces",
+                    ));
                 }
             }
             let keys = match c.key_sha256 {
@@ -577,21 +702,33 @@ impl Config {
                     )
                 })?;
                 if key_index.insert(digest, callers.len()).is_some() {
-                    return Err(ConfigError::new(format!("{path}.key_sha256[{j}]"), "this key hash belongs to another caller too"));
+                    return Err(ConfigError::new(
+                        format!("{path}.key_sha256[{j}]"),
+                        "this key hash belongs to another caller too",
+                    ));
                 }
             }
             for (j, p) in c.principals.iter().enumerate() {
                 if p.is_empty() {
-                    return Err(ConfigError::new(format!("{path}.principals[{j}]"), "must not be empty"));
+                    return Err(ConfigError::new(
+                        format!("{path}.principals[{j}]"),
+                        "must not be empty",
+                    ));
                 }
             }
             if keys.is_empty() && c.principals.is_empty() {
-                return Err(ConfigError::new(format!("{path}.key_sha256"), "a caller needs key_sha256 or principals"));
+                return Err(ConfigError::new(
+                    format!("{path}.key_sha256"),
+                    "a caller needs key_sha256 or principals",
+                ));
             }
             let models_allowed = c.models.unwrap_or_else(|| vec!["*".to_string()]);
             for (j, g) in models_allowed.iter().enumerate() {
                 if g.is_empty() {
-                    return Err(ConfigError::new(format!("{path}.models[{j}]"), "must not be empty"));
+                    return Err(ConfigError::new(
+                        format!("{path}.models[{j}]"),
+                        "must not be empty",
+                    ));
                 }
             }
             callers.push(Caller {
@@ -609,18 +746,36 @@ impl Config {
             let path = format!("identity_sources[{i}]");
             identity_sources.push(match s {
                 RawIdentitySource::PeerCertificate => IdentitySource::PeerCertificate,
-                RawIdentitySource::Xfcc { trusted_cidrs, trusted_peers, trust_any } => {
-                    IdentitySource::Xfcc(trust(&path, trusted_cidrs, trusted_peers, trust_any)?)
-                }
-                RawIdentitySource::Header { header, trusted_cidrs, trusted_peers, trust_any } => {
-                    if !valid_header_name(&header) || matches!(header.as_str(), "authorization" | "api-key" | "x-api-key") {
-                        return Err(ConfigError::new(format!("{path}.header"), "must be a lower-case header name other than the key headers"));
+                RawIdentitySource::Xfcc {
+                    trusted_cidrs,
+                    trusted_peers,
+                    trust_any,
+                } => IdentitySource::Xfcc(trust(&path, trusted_cidrs, trusted_peers, trust_any)?),
+                RawIdentitySource::Header {
+                    header,
+                    trusted_cidrs,
+                    trusted_peers,
+                    trust_any,
+                } => {
+                    if !valid_header_name(&header)
+                        || matches!(header.as_str(), "authorization" | "api-key" | "x-api-key")
+                    {
+                        return Err(ConfigError::new(
+                            format!("{path}.header"),
+                            "must be a lower-case header name other than the key headers",
+                        ));
                     }
-                    IdentitySource::Header { header, trust: trust(&path, trusted_cidrs, trusted_peers, trust_any)? }
+                    IdentitySource::Header {
+                        header,
+                        trust: trust(&path, trusted_cidrs, trusted_peers, trust_any)?,
+                    }
                 }
                 RawIdentitySource::Metadata { path: p } => {
                     if p.is_empty() || p.iter().any(|s| s.is_empty()) {
-                        return Err(ConfigError::new(format!("{path}.path"), "must be a non-empty list of non-empty keys"));
+                        return Err(ConfigError::new(
+                            format!("{path}.path"),
+                            "must be a non-empty list of non-empty keys",
+                        ));
                     }
                     IdentitySource::Metadata { path: p }
                 }

@@ -19,7 +19,11 @@ pub struct Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Self {
-        Reply { status: e.status, headers: e.headers(), body: e.body() }
+        Reply {
+            status: e.status,
+            headers: e.headers(),
+            body: e.body(),
+        }
     }
 }
 
@@ -27,7 +31,8 @@ impl From<ApiError> for Reply {
 /// credentials (replaced by the provider's) and `accept-encoding` (the filter
 /// reads the answer, so it must not come compressed). `content-length` is set
 /// again to the new body's length.
-pub const STRIP_REQUEST_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "accept-encoding"];
+pub const STRIP_REQUEST_HEADERS: [&str; 4] =
+    ["authorization", "api-key", "x-api-key", "accept-encoding"];
 
 #[derive(Debug)]
 pub enum Head {
@@ -88,7 +93,10 @@ fn method_not_allowed(method: &str, allow: &str) -> Reply {
     let mut r: Reply = ApiError::new(
         405,
         "invalid_request_error",
-        format!("Method {} is not allowed here; use {allow}.", error::echo(method)),
+        format!(
+            "Method {} is not allowed here; use {allow}.",
+            error::echo(method)
+        ),
     )
     .code("method_not_allowed")
     .into();
@@ -97,7 +105,12 @@ fn method_not_allowed(method: &str, allow: &str) -> Reply {
 }
 
 fn json_content_type(ct: &str) -> bool {
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || mime.ends_with("+json") || mime.is_empty()
 }
 
@@ -141,7 +154,13 @@ fn model_object<'a>(cfg: &'a Config, m: &'a crate::config::Model) -> ModelObject
 }
 
 /// Decide from the request headers.
-pub fn on_request_head(cfg: &Config, view: &dyn RequestView, method: &str, path: &str, end_of_stream: bool) -> Head {
+pub fn on_request_head(
+    cfg: &Config,
+    view: &dyn RequestView,
+    method: &str,
+    path: &str,
+    end_of_stream: bool,
+) -> Head {
     let path = split_path(path);
     let rest = if cfg.path_prefix.is_empty() {
         path
@@ -170,7 +189,11 @@ pub fn on_request_head(cfg: &Config, view: &dyn RequestView, method: &str, path:
                     ApiError::new(
                         404,
                         "invalid_request_error",
-                        format!("Invalid URL ({} {})", error::echo(method), error::echo(path)),
+                        format!(
+                            "Invalid URL ({} {})",
+                            error::echo(method),
+                            error::echo(path)
+                        ),
                     )
                     .code("unknown_url")
                     .into(),
@@ -191,8 +214,19 @@ pub fn on_request_head(cfg: &Config, view: &dyn RequestView, method: &str, path:
     let c = &cfg.callers[caller];
     match route {
         Route::Models => {
-            let data = cfg.models.iter().filter(|m| c.may_use(&m.name)).map(|m| model_object(cfg, m)).collect();
-            Head::Reply(json_reply(200, &ModelList { object: "list", data }))
+            let data = cfg
+                .models
+                .iter()
+                .filter(|m| c.may_use(&m.name))
+                .map(|m| model_object(cfg, m))
+                .collect();
+            Head::Reply(json_reply(
+                200,
+                &ModelList {
+                    object: "list",
+                    data,
+                },
+            ))
         }
         Route::Model(id) => {
             let id = decode(id);
@@ -218,17 +252,26 @@ pub fn on_request_head(cfg: &Config, view: &dyn RequestView, method: &str, path:
                     );
                 }
             }
-            if let Some(len) = view.header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+            if let Some(len) = view
+                .header("content-length")
+                .and_then(|l| l.trim().parse::<u64>().ok())
+            {
                 if len > cfg.max_body_bytes as u64 {
                     return Head::Reply(too_large(cfg).into());
                 }
             }
             if end_of_stream {
                 return Head::Reply(
-                    ApiError::invalid("The request body is empty: send a JSON object.").code("invalid_json").into(),
+                    ApiError::invalid("The request body is empty: send a JSON object.")
+                        .code("invalid_json")
+                        .into(),
                 );
             }
-            Head::NeedBody(Pending { caller, via, endpoint })
+            Head::NeedBody(Pending {
+                caller,
+                via,
+                endpoint,
+            })
         }
     }
 }
@@ -237,7 +280,10 @@ pub fn too_large(cfg: &Config) -> ApiError {
     ApiError::new(
         413,
         "invalid_request_error",
-        format!("The request body is larger than this gateway's limit of {} bytes.", cfg.max_body_bytes),
+        format!(
+            "The request body is larger than this gateway's limit of {} bytes.",
+            cfg.max_body_bytes
+        ),
     )
     .code("request_too_large")
 }
@@ -258,7 +304,11 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
     let req = ClientRequest::parse(pending.endpoint, body).map_err(Reply::from)?;
     let caller = &cfg.callers[pending.caller];
     let model_idx = match &req.model {
-        Some((name, _)) => cfg.model_index.get(name.as_str()).copied().filter(|&i| caller.may_use(&cfg.models[i].name)),
+        Some((name, _)) => cfg
+            .model_index
+            .get(name.as_str())
+            .copied()
+            .filter(|&i| caller.may_use(&cfg.models[i].name)),
         None => match cfg.default_model {
             Some(i) if caller.may_use(&cfg.models[i].name) => Some(i),
             _ => return Err(ApiError::missing_param("model").into()),
@@ -304,7 +354,12 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
 impl Exchange {
     /// The answer's headers arrived. `from_upstream` is false when Envoy
     /// made the answer itself (no healthy upstream, timeout, reset).
-    pub fn on_response_head(&mut self, cfg: &Config, status: u16, from_upstream: bool) -> ResponseHead {
+    pub fn on_response_head(
+        &mut self,
+        cfg: &Config,
+        status: u16,
+        from_upstream: bool,
+    ) -> ResponseHead {
         let p = cfg.providers[self.provider].common();
         let m = &cfg.models[self.model];
         let mut head = ResponseHead {
@@ -316,12 +371,23 @@ impl Exchange {
             ..ResponseHead::default()
         };
         if status >= 400 || !from_upstream {
-            self.error = Some(if from_upstream { ErrorKind::Provider(status) } else { ErrorKind::Envoy(status) });
-            let out = if from_upstream { error::upstream_status(status) } else if status >= 400 { status } else { 502 };
+            self.error = Some(if from_upstream {
+                ErrorKind::Provider(status)
+            } else {
+                ErrorKind::Envoy(status)
+            });
+            let out = if from_upstream {
+                error::upstream_status(status)
+            } else if status >= 400 {
+                status
+            } else {
+                502
+            };
             if out != status {
                 head.status = Some(out);
             }
-            head.set.push(("content-type".into(), "application/json".into()));
+            head.set
+                .push(("content-type".into(), "application/json".into()));
             head.remove.push("content-length");
             head.buffer = true;
             return head;
@@ -339,7 +405,9 @@ impl Exchange {
     /// The whole buffered answer.
     pub fn on_full_body(&mut self, cfg: &Config, body: &[u8]) -> Option<Vec<u8>> {
         match self.error {
-            Some(ErrorKind::Provider(s)) => Some(cfg.providers[self.provider].map_error(s, body).body()),
+            Some(ErrorKind::Provider(s)) => {
+                Some(cfg.providers[self.provider].map_error(s, body).body())
+            }
             Some(ErrorKind::Envoy(s)) => {
                 let name = &cfg.providers[self.provider].common().name;
                 Some(error::map_envoy_local_reply(name, s, body).body())
@@ -389,7 +457,11 @@ mod tests {
     }
 
     fn authed() -> Fake {
-        Fake([("authorization".to_string(), "Bearer k".to_string())].into_iter().collect())
+        Fake(
+            [("authorization".to_string(), "Bearer k".to_string())]
+                .into_iter()
+                .collect(),
+        )
     }
 
     fn reply(h: Head) -> Reply {
@@ -407,16 +479,31 @@ mod tests {
     #[test]
     fn routing_and_methods() {
         let c = cfg();
-        assert!(matches!(on_request_head(&c, &authed(), "GET", "/healthz", true), Head::PassThrough));
-        assert!(matches!(on_request_head(&c, &authed(), "GET", "/v1x", true), Head::PassThrough));
+        assert!(matches!(
+            on_request_head(&c, &authed(), "GET", "/healthz", true),
+            Head::PassThrough
+        ));
+        assert!(matches!(
+            on_request_head(&c, &authed(), "GET", "/v1x", true),
+            Head::PassThrough
+        ));
         let r = reply(on_request_head(&c, &authed(), "POST", "/v1/nope", false));
         assert_eq!((r.status, err_code(&r)), (404, "unknown_url".into()));
-        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/chat/completions", true));
+        let r = reply(on_request_head(
+            &c,
+            &authed(),
+            "GET",
+            "/v1/chat/completions",
+            true,
+        ));
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("allow".into(), "POST".into())));
         let r = reply(on_request_head(&c, &authed(), "DELETE", "/v1/models", true));
         assert_eq!(r.status, 405);
-        assert!(matches!(on_request_head(&c, &authed(), "POST", "/v1/chat/completions?x=1", false), Head::NeedBody(_)));
+        assert!(matches!(
+            on_request_head(&c, &authed(), "POST", "/v1/chat/completions?x=1", false),
+            Head::NeedBody(_)
+        ));
     }
 
     #[test]
@@ -424,19 +511,45 @@ mod tests {
         let c = cfg();
         let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models", true));
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["gpt-4o", "az-4o", "emb"]);
         assert_eq!(v["data"][1]["owned_by"], "azure");
-        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models/gpt4", true));
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"], "gpt-4o");
-        let r = reply(on_request_head(&c, &authed(), "GET", "/v1/models/secret-model", true));
+        let r = reply(on_request_head(
+            &c,
+            &authed(),
+            "GET",
+            "/v1/models/gpt4",
+            true,
+        ));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"],
+            "gpt-4o"
+        );
+        let r = reply(on_request_head(
+            &c,
+            &authed(),
+            "GET",
+            "/v1/models/secret-model",
+            true,
+        ));
         assert_eq!(r.status, 404);
     }
 
     #[test]
     fn auth_first() {
         let c = cfg();
-        let r = reply(on_request_head(&c, &Fake::default(), "GET", "/v1/models", true));
+        let r = reply(on_request_head(
+            &c,
+            &Fake::default(),
+            "GET",
+            "/v1/models",
+            true,
+        ));
         assert_eq!(r.status, 401);
     }
 
@@ -444,50 +557,121 @@ mod tests {
     fn content_checks() {
         let c = cfg();
         let mut v = authed();
-        v.0.insert("content-type".into(), "application/x-www-form-urlencoded".into());
-        assert_eq!(reply(on_request_head(&c, &v, "POST", "/v1/chat/completions", false)).status, 415);
+        v.0.insert(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        );
+        assert_eq!(
+            reply(on_request_head(
+                &c,
+                &v,
+                "POST",
+                "/v1/chat/completions",
+                false
+            ))
+            .status,
+            415
+        );
         let mut v = authed();
         v.0.insert("content-length".into(), "999999999".into());
-        assert_eq!(reply(on_request_head(&c, &v, "POST", "/v1/chat/completions", false)).status, 413);
-        assert_eq!(reply(on_request_head(&c, &authed(), "POST", "/v1/chat/completions", true)).status, 400);
+        assert_eq!(
+            reply(on_request_head(
+                &c,
+                &v,
+                "POST",
+                "/v1/chat/completions",
+                false
+            ))
+            .status,
+            413
+        );
+        assert_eq!(
+            reply(on_request_head(
+                &c,
+                &authed(),
+                "POST",
+                "/v1/chat/completions",
+                true
+            ))
+            .status,
+            400
+        );
     }
 
     fn pending(e: Endpoint) -> Pending {
-        Pending { caller: 0, via: Via::Key, endpoint: e }
+        Pending {
+            caller: 0,
+            via: Via::Key,
+            endpoint: e,
+        }
     }
 
     #[test]
     fn forward_openai_with_alias() {
         let c = cfg();
-        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt4","messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
+        let f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"model":"gpt4","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .ok()
+        .unwrap();
         assert_eq!(f.cluster, "openai");
         assert_eq!(f.upstream.path, "/v1/chat/completions");
         assert_eq!(f.upstream.authority, "api.openai.com");
-        assert_eq!(f.upstream.body, br#"{"model":"gpt-4o-2024-08-06","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(
+            f.upstream.body,
+            br#"{"model":"gpt-4o-2024-08-06","messages":[{"role":"user","content":"hi"}]}"#
+        );
     }
 
     #[test]
     fn forward_azure_and_default_model() {
         let c = cfg();
-        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"az-4o","messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
-        assert_eq!(f.upstream.path, "/openai/deployments/my-dep_1.x/chat/completions?api-version=2024-10-21");
-        let f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"messages":[{"role":"user","content":"hi"}]}"#).ok().unwrap();
+        let f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"model":"az-4o","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(
+            f.upstream.path,
+            "/openai/deployments/my-dep_1.x/chat/completions?api-version=2024-10-21"
+        );
+        let f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .ok()
+        .unwrap();
         assert_eq!(f.exchange.model, 0);
     }
 
     #[test]
     fn model_errors() {
         let c = cfg();
-        let chat = |b: &str| on_request_body(&c, &pending(Endpoint::ChatCompletions), b.as_bytes()).err().unwrap();
+        let chat = |b: &str| {
+            on_request_body(&c, &pending(Endpoint::ChatCompletions), b.as_bytes())
+                .err()
+                .unwrap()
+        };
         let r = chat(r#"{"model":"nope","messages":[{"role":"user"}]}"#);
         assert_eq!((r.status, err_code(&r)), (404, "model_not_found".into()));
         let r = chat(r#"{"model":"secret-model","messages":[{"role":"user"}]}"#);
         assert_eq!((r.status, err_code(&r)), (404, "model_not_found".into()));
         let r = chat(r#"{"model":"emb","messages":[{"role":"user"}]}"#);
-        assert_eq!((r.status, err_code(&r)), (400, "model_not_supported".into()));
+        assert_eq!(
+            (r.status, err_code(&r)),
+            (400, "model_not_supported".into())
+        );
         let r = chat(r#"{"model":"gpt-4o","messages":[{"role":"user"}],"top_k":2}"#);
         assert_eq!((r.status, err_code(&r)), (400, "unknown_parameter".into()));
-        let long = format!(r#"{{"model":"{}","messages":[{{"role":"user"}}]}}"#, "x".repeat(5000));
+        let long = format!(
+            r#"{{"model":"{}","messages":[{{"role":"user"}}]}}"#,
+            "x".repeat(5000)
+        );
         let r = chat(&long);
         assert_eq!(r.status, 404);
         assert!(r.body.len() < 1000);
@@ -496,20 +680,48 @@ mod tests {
     #[test]
     fn response_error_mapping() {
         let c = cfg();
-        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#).ok().unwrap();
+        let mut f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#,
+        )
+        .ok()
+        .unwrap();
         let h = f.exchange.on_response_head(&c, 401, true);
         assert_eq!(h.status, Some(502));
         assert!(h.buffer);
-        let body = f.exchange.on_full_body(&c, br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#).unwrap();
+        let body = f
+            .exchange
+            .on_full_body(
+                &c,
+                br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#,
+            )
+            .unwrap();
         assert!(!String::from_utf8(body).unwrap().contains("sk-abc"));
-        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}],"stream":true}"#).ok().unwrap();
+        let mut f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"model":"gpt-4o","messages":[{"role":"user"}],"stream":true}"#,
+        )
+        .ok()
+        .unwrap();
         let h = f.exchange.on_response_head(&c, 200, true);
         assert!(!h.buffer);
-        assert!(h.set.contains(&("x-llm-model".into(), "gpt-4o-2024-08-06".into())));
-        let mut f = on_request_body(&c, &pending(Endpoint::ChatCompletions), br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#).ok().unwrap();
+        assert!(h
+            .set
+            .contains(&("x-llm-model".into(), "gpt-4o-2024-08-06".into())));
+        let mut f = on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            br#"{"model":"gpt-4o","messages":[{"role":"user"}]}"#,
+        )
+        .ok()
+        .unwrap();
         let h = f.exchange.on_response_head(&c, 503, false);
         assert_eq!(h.status, None);
         let body = f.exchange.on_full_body(&c, b"no healthy upstream").unwrap();
-        assert!(String::from_utf8(body).unwrap().contains("upstream_unavailable"));
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .contains("upstream_unavailable"));
     }
 }

@@ -43,7 +43,10 @@ mod tests {
         assert!(matches("g?t-4o", "gpt-4o"));
         assert!(matches("a*b*c", "axxbyyc"));
         assert!(!matches("a*b*c", "axxbyy"));
-        assert!(matches("spiffe://cluster.local/ns/team-a/*", "spiffe://cluster.local/ns/team-a/sa/app"));
+        assert!(matches(
+            "spiffe://cluster.local/ns/team-a/*",
+            "spiffe://cluster.local/ns/team-a/sa/app"
+        ));
         assert!(!matches("exact", "exactly"));
         assert!(matches("", ""));
         assert!(!matches("", "x"));

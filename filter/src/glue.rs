@@ -115,7 +115,11 @@ impl RequestView for Host {
 
 impl Http {
     fn reply(&mut self, r: Reply) -> Action {
-        let mut headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut headers: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         if let Some(id) = &self.request_id {
             headers.push(("x-request-id", id.as_str()));
         }
@@ -134,7 +138,12 @@ impl HttpContext for Http {
         let Some(cfg) = self.config.clone() else {
             self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
             return self.reply(
-                ApiError::server(503, "gateway_not_configured", "The gateway has no valid configuration.").into(),
+                ApiError::server(
+                    503,
+                    "gateway_not_configured",
+                    "The gateway has no valid configuration.",
+                )
+                .into(),
             );
         };
         // Nobody but the filter may choose the provider cluster.
@@ -167,7 +176,9 @@ impl HttpContext for Http {
         let State::AwaitBody(pending) = &self.state else {
             return Action::Continue;
         };
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
         if body_size > cfg.max_body_bytes {
             return self.reply(gateway::too_large(&cfg).into());
         }
@@ -189,11 +200,20 @@ impl HttpContext for Http {
                     set_header(m, k, Some(v));
                 }
                 set_header(m, "content-type", Some("application/json"));
-                set_header(m, "content-length", Some(&f.upstream.body.len().to_string()));
+                set_header(
+                    m,
+                    "content-length",
+                    Some(&f.upstream.body.len().to_string()),
+                );
                 // The route (`cluster_header`) is resolved when the headers continue.
                 set_header(m, &cfg.cluster_header, Some(&f.cluster));
                 if f.upstream.body != body {
-                    if let Err(e) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &f.upstream.body) {
+                    if let Err(e) = hostcalls::set_buffer(
+                        BufferType::HttpRequestBody,
+                        0,
+                        body_size,
+                        &f.upstream.body,
+                    ) {
                         log::warn!("llm-gateway: could not replace the request body: {e:?}");
                     }
                 }
@@ -204,10 +224,16 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let State::Forwarded(ex) = &mut self.state else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let State::Forwarded(ex) = &mut self.state else {
+            return Action::Continue;
+        };
         let m = MapType::HttpResponseHeaders;
-        let status = header(m, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(502);
+        let status = header(m, ":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
         let from_upstream = hostcalls::get_property(vec!["response", "code_details"])
             .ok()
             .flatten()
@@ -239,27 +265,40 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let State::Forwarded(ex) = &mut self.state else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let State::Forwarded(ex) = &mut self.state else {
+            return Action::Continue;
+        };
         if self.buffer_response {
             if !end_of_stream {
                 return Action::Pause;
             }
-            let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+            let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             if let Some(new) = ex.on_full_body(&cfg, &body) {
-                if let Err(e) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new) {
+                if let Err(e) =
+                    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
+                {
                     log::warn!("llm-gateway: could not replace the response body: {e:?}");
                 }
             }
             return Action::Continue;
         }
         let chunk = if body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
         if let Some(new) = ex.on_stream_chunk(&chunk, end_of_stream) {
-            if let Err(e) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new) {
+            if let Err(e) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
+            {
                 log::warn!("llm-gateway: could not replace a stream chunk: {e:?}");
             }
         }

@@ -3,6 +3,8 @@
 //! Everything but [`glue`] is plain Rust with no proxy-wasm import, tested
 //! natively; `glue` moves bytes and headers between Envoy and that logic.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -33,18 +33,60 @@ impl Endpoint {
     pub fn known_params(self) -> &'static [&'static str] {
         match self {
             Endpoint::ChatCompletions => &[
-                "model", "messages", "audio", "frequency_penalty", "function_call", "functions",
-                "logit_bias", "logprobs", "max_completion_tokens", "max_tokens", "metadata",
-                "modalities", "n", "parallel_tool_calls", "prediction", "presence_penalty",
-                "reasoning_effort", "response_format", "seed", "service_tier", "stop", "store",
-                "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs",
-                "top_p", "user", "web_search_options", "verbosity", "prompt_cache_key",
+                "model",
+                "messages",
+                "audio",
+                "frequency_penalty",
+                "function_call",
+                "functions",
+                "logit_bias",
+                "logprobs",
+                "max_completion_tokens",
+                "max_tokens",
+                "metadata",
+                "modalities",
+                "n",
+                "parallel_tool_calls",
+                "prediction",
+                "presence_penalty",
+                "reasoning_effort",
+                "response_format",
+                "seed",
+                "service_tier",
+                "stop",
+                "store",
+                "stream",
+                "stream_options",
+                "temperature",
+                "tool_choice",
+                "tools",
+                "top_logprobs",
+                "top_p",
+                "user",
+                "web_search_options",
+                "verbosity",
+                "prompt_cache_key",
                 "safety_identifier",
             ],
             Endpoint::Completions => &[
-                "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias",
-                "logprobs", "max_tokens", "n", "presence_penalty", "seed", "stop", "stream",
-                "stream_options", "suffix", "temperature", "top_p", "user",
+                "model",
+                "prompt",
+                "best_of",
+                "echo",
+                "frequency_penalty",
+                "logit_bias",
+                "logprobs",
+                "max_tokens",
+                "n",
+                "presence_penalty",
+                "seed",
+                "stop",
+                "stream",
+                "stream_options",
+                "suffix",
+                "temperature",
+                "top_p",
+                "user",
             ],
             Endpoint::Embeddings => &["model", "input", "dimensions", "encoding_format", "user"],
         }
@@ -109,10 +151,10 @@ impl<'a> ClientRequest<'a> {
     /// Parse and validate a client body for `endpoint`. Never panics on any input.
     pub fn parse(endpoint: Endpoint, body: &'a [u8]) -> Result<Self, ApiError> {
         if body.iter().all(|b| b.is_ascii_whitespace()) {
-            return Err(ApiError::invalid(
-                "The request body is empty: send a JSON object.",
-            )
-            .code("invalid_json"));
+            return Err(
+                ApiError::invalid("The request body is empty: send a JSON object.")
+                    .code("invalid_json"),
+            );
         }
         let fields = match serde_json::from_slice::<Fields<'a>>(body) {
             Ok(f) => f.0,
@@ -138,10 +180,7 @@ impl<'a> ClientRequest<'a> {
     }
 
     pub fn field(&self, name: &str) -> Option<&'a RawValue> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 
     fn span_of(&self, raw: &RawValue) -> Option<Range<usize>> {
@@ -207,7 +246,9 @@ impl<'a> ClientRequest<'a> {
     }
 
     fn check_number(&self, name: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
-        let Some(raw) = self.field(name) else { return Ok(()) };
+        let Some(raw) = self.field(name) else {
+            return Ok(());
+        };
         match as_json(raw) {
             Some(serde_json::Value::Null) => Ok(()),
             Some(serde_json::Value::Number(n)) => match n.as_f64() {
@@ -223,7 +264,9 @@ impl<'a> ClientRequest<'a> {
     }
 
     fn check_int(&self, name: &str, lo: u64, hi: u64) -> Result<(), ApiError> {
-        let Some(raw) = self.field(name) else { return Ok(()) };
+        let Some(raw) = self.field(name) else {
+            return Ok(());
+        };
         match as_json(raw) {
             Some(serde_json::Value::Null) => Ok(()),
             Some(serde_json::Value::Number(n)) => match n.as_u64() {
@@ -396,7 +439,8 @@ mod tests {
 
     #[test]
     fn model_escaped_and_inserted() {
-        let r = chat(r#"{"model":"gpt\u002d4o","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        let r =
+            chat(r#"{"model":"gpt\u002d4o","messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert_eq!(r.model.as_ref().unwrap().0, "gpt-4o");
         let r = chat(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert!(r.model.is_none());
@@ -407,9 +451,13 @@ mod tests {
 
     #[test]
     fn drop_fields() {
-        let r = chat(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"top_k":3}"#).unwrap();
+        let r =
+            chat(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"top_k":3}"#).unwrap();
         let out: serde_json::Value = serde_json::from_slice(&r.rewrite("b", &["top_k"])).unwrap();
-        assert_eq!(out, serde_json::json!({"model":"b","messages":[{"role":"user","content":"x"}]}));
+        assert_eq!(
+            out,
+            serde_json::json!({"model":"b","messages":[{"role":"user","content":"x"}]})
+        );
     }
 
     #[test]
@@ -442,9 +490,14 @@ mod tests {
 
     #[test]
     fn invalid_utf8_and_deep_nesting_are_errors() {
-        let e = ClientRequest::parse(Endpoint::ChatCompletions, b"{\"model\":\"\xff\"}").unwrap_err();
+        let e =
+            ClientRequest::parse(Endpoint::ChatCompletions, b"{\"model\":\"\xff\"}").unwrap_err();
         assert_eq!(e.status, 400);
-        let deep = format!("{{\"model\":\"a\",\"messages\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
+        let deep = format!(
+            "{{\"model\":\"a\",\"messages\":{}{}}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
         let e = chat(&deep).unwrap_err();
         assert_eq!(e.status, 400);
     }
@@ -457,10 +510,31 @@ mod tests {
         assert!(p(r#"{"model":"e","input":"hi"}"#).is_ok());
         assert!(p(r#"{"model":"e","input":["a","b"]}"#).is_ok());
         assert!(p(r#"{"model":"e","input":[[1,2],[3]]}"#).is_ok());
-        assert_eq!(p(r#"{"model":"e"}"#).unwrap_err().param.as_deref(), Some("input"));
-        assert_eq!(p(r#"{"model":"e","input":""}"#).unwrap_err().code.as_deref(), Some("invalid_value"));
-        assert_eq!(p(r#"{"model":"e","input":[]}"#).unwrap_err().code.as_deref(), Some("invalid_value"));
-        assert_eq!(p(r#"{"model":"e","input":{"a":1}}"#).unwrap_err().code.as_deref(), Some("invalid_type"));
+        assert_eq!(
+            p(r#"{"model":"e"}"#).unwrap_err().param.as_deref(),
+            Some("input")
+        );
+        assert_eq!(
+            p(r#"{"model":"e","input":""}"#)
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_value")
+        );
+        assert_eq!(
+            p(r#"{"model":"e","input":[]}"#)
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_value")
+        );
+        assert_eq!(
+            p(r#"{"model":"e","input":{"a":1}}"#)
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_type")
+        );
     }
 
     #[test]
@@ -469,12 +543,18 @@ mod tests {
             ClientRequest::parse(Endpoint::Completions, b.as_bytes())
         }
         assert!(p(r#"{"model":"c","prompt":"hi"}"#).is_ok());
-        assert_eq!(p(r#"{"model":"c"}"#).unwrap_err().param.as_deref(), Some("prompt"));
+        assert_eq!(
+            p(r#"{"model":"c"}"#).unwrap_err().param.as_deref(),
+            Some("prompt")
+        );
     }
 
     #[test]
     fn unknown_params() {
         let r = chat(r#"{"model":"a","messages":[{"role":"user"}],"top_k":1}"#).unwrap();
-        assert_eq!(r.unknown_param(Endpoint::ChatCompletions.known_params()), Some("top_k"));
+        assert_eq!(
+            r.unknown_param(Endpoint::ChatCompletions.known_params()),
+            Some("top_k")
+        );
     }
 }

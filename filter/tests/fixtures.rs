@@ -1,0 +1,278 @@
+//! Walks every translation fixture under `testdata/<provider>/<case>/`.
+//!
+//! A case holds:
+//! - `client_request.json`: `{"path", "headers"?, "body"}` as the client sends it
+//!   (`headers` defaults to the fixture caller's bearer key);
+//! - `upstream_request.json`: `{"cluster", "path", "authority", "headers"?, "body"}`
+//!   expected upstream (headers listed must be set to those values; a header
+//!   given as null must not be set) — absent when the gateway answers itself;
+//! - `upstream_response.json` (`{"status", "body"}`) or `upstream_response.sse`
+//!   (a 200 event stream, bytes);
+//! - `client_response.json` (`{"status", "body"}`) or `client_response.sse`.
+//!
+//! Streams are fed whole, split at every byte position, and byte by byte; the
+//! client must see the same bytes each time.
+//! All cases share `testdata/config.json` (env `VLLM_API_KEY=vllm-test-key`).
+
+use llm_gateway::auth::RequestView;
+use llm_gateway::config::Config;
+use llm_gateway::gateway::{self, Exchange, Head};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const CALLER_KEY: &str = "sk-fixture-caller";
+
+struct View(HashMap<String, String>);
+
+impl RequestView for View {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+}
+
+fn read_json(p: &Path) -> Value {
+    let s = fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn config() -> Config {
+    let bytes = fs::read(testdata().join("config.json")).unwrap();
+    Config::parse(&bytes, &|name| {
+        (name == "VLLM_API_KEY").then(|| "vllm-test-key".to_string())
+    })
+    .unwrap_or_else(|e| panic!("testdata/config.json: {e}"))
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut out = vec![];
+    for provider in fs::read_dir(testdata()).unwrap() {
+        let provider = provider.unwrap().path();
+        if !provider.is_dir()
+            || provider
+                .file_name()
+                .is_some_and(|n| n == "e2e" || n == "bad-input")
+        {
+            continue;
+        }
+        for case in fs::read_dir(&provider).unwrap() {
+            let case = case.unwrap().path();
+            if case.join("client_request.json").exists() {
+                out.push(case);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_json_eq(what: &str, case: &Path, got: &[u8], want: &Value) {
+    let got: Value = serde_json::from_slice(got).unwrap_or_else(|e| {
+        panic!(
+            "{}: {what} is not JSON ({e}): {}",
+            case.display(),
+            String::from_utf8_lossy(got)
+        )
+    });
+    assert_eq!(&got, want, "{}: {what}", case.display());
+}
+
+fn feed_stream(ex: &mut Exchange, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![];
+    for c in chunks {
+        out.extend(ex.on_stream_chunk(c, false).unwrap_or_else(|| c.to_vec()));
+    }
+    out.extend(ex.on_stream_chunk(b"", true).unwrap_or_default());
+    out
+}
+
+fn run_case(cfg: &Config, case: &Path) {
+    let client = read_json(&case.join("client_request.json"));
+    let path = client["path"].as_str().expect("client_request.path");
+    let body = serde_json::to_vec(&client["body"]).unwrap();
+    let mut headers: HashMap<String, String> = HashMap::new();
+    match client.get("headers") {
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                headers.insert(k.clone(), v.as_str().unwrap().to_string());
+            }
+        }
+        _ => {
+            headers.insert("authorization".into(), format!("Bearer {CALLER_KEY}"));
+            headers.insert("content-type".into(), "application/json".into());
+        }
+    }
+    let view = View(headers);
+    let want_client_json = case.join("client_response.json");
+    let want_client_sse = case.join("client_response.sse");
+
+    let pending = match gateway::on_request_head(cfg, &view, "POST", path, false) {
+        Head::NeedBody(p) => p,
+        Head::Reply(r) => {
+            let want = read_json(&want_client_json);
+            assert_eq!(
+                u64::from(r.status),
+                want["status"].as_u64().unwrap(),
+                "{}: status",
+                case.display()
+            );
+            assert_json_eq("local reply", case, &r.body, &want["body"]);
+            assert!(
+                !case.join("upstream_request.json").exists(),
+                "{}: no upstream expected",
+                case.display()
+            );
+            return;
+        }
+        Head::PassThrough => panic!("{}: path not handled", case.display()),
+    };
+    let fwd = match gateway::on_request_body(cfg, &pending, &body) {
+        Err(r) => {
+            let want = read_json(&want_client_json);
+            assert_eq!(
+                u64::from(r.status),
+                want["status"].as_u64().unwrap(),
+                "{}: status",
+                case.display()
+            );
+            assert_json_eq("local reply", case, &r.body, &want["body"]);
+            assert!(
+                !case.join("upstream_request.json").exists(),
+                "{}: no upstream expected",
+                case.display()
+            );
+            return;
+        }
+        Ok(f) => f,
+    };
+
+    let up = read_json(&case.join("upstream_request.json"));
+    assert_eq!(
+        fwd.cluster,
+        up["cluster"].as_str().unwrap(),
+        "{}: cluster",
+        case.display()
+    );
+    assert_eq!(
+        fwd.upstream.path,
+        up["path"].as_str().unwrap(),
+        "{}: path",
+        case.display()
+    );
+    assert_eq!(
+        fwd.upstream.authority,
+        up["authority"].as_str().unwrap(),
+        "{}: authority",
+        case.display()
+    );
+    if let Some(Value::Object(h)) = up.get("headers") {
+        for (k, v) in h {
+            let got = fwd
+                .upstream
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str());
+            assert_eq!(got, v.as_str(), "{}: upstream header {k}", case.display());
+        }
+    }
+    for (k, _) in &fwd.upstream.headers {
+        assert!(
+            !["authorization", "api-key", "x-api-key"].contains(&k.as_str())
+                || up["headers"].get(k).is_some(),
+            "{}: unexpected credential header {k}",
+            case.display()
+        );
+    }
+    assert_json_eq("upstream body", case, &fwd.upstream.body, &up["body"]);
+
+    let sse_in = case.join("upstream_response.sse");
+    if sse_in.exists() {
+        let stream = fs::read(&sse_in).unwrap();
+        let want = fs::read(&want_client_sse)
+            .unwrap_or_else(|e| panic!("{}: client_response.sse: {e}", case.display()));
+        let mut splits: Vec<Vec<&[u8]>> = vec![vec![&stream[..]], stream.chunks(1).collect()];
+        for i in 0..=stream.len() {
+            let (a, b) = stream.split_at(i);
+            splits.push(vec![a, b]);
+        }
+        for (n, chunks) in splits.iter().enumerate() {
+            let f = gateway::on_request_body(cfg, &pending, &body).ok().unwrap();
+            let mut ex = f.exchange;
+            let head = ex.on_response_head(cfg, 200, true);
+            assert!(
+                !head.buffer,
+                "{}: a stream must not be buffered",
+                case.display()
+            );
+            let got = feed_stream(&mut ex, chunks);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{}: stream (split variant {n})",
+                case.display()
+            );
+        }
+        return;
+    }
+    let resp = read_json(&case.join("upstream_response.json"));
+    let status = resp["status"].as_u64().unwrap() as u16;
+    let resp_body = match &resp["body"] {
+        Value::String(s) => s.as_bytes().to_vec(),
+        v => serde_json::to_vec(v).unwrap(),
+    };
+    let want = read_json(&want_client_json);
+    let mut ex = fwd.exchange;
+    let head = ex.on_response_head(cfg, status, true);
+    let out_status = head.status.unwrap_or(status);
+    assert_eq!(
+        u64::from(out_status),
+        want["status"].as_u64().unwrap(),
+        "{}: client status",
+        case.display()
+    );
+    assert!(
+        head.buffer,
+        "{}: non-stream answers are read whole",
+        case.display()
+    );
+    let out = ex.on_full_body(cfg, &resp_body).unwrap_or(resp_body);
+    assert_json_eq("client body", case, &out, &want["body"]);
+}
+
+#[test]
+fn every_fixture() {
+    let cfg = config();
+    let cases = cases();
+    assert!(
+        cases.len() >= 20,
+        "expected at least 20 fixtures, found {}",
+        cases.len()
+    );
+    let mut by_provider: HashMap<String, usize> = HashMap::new();
+    for case in &cases {
+        run_case(&cfg, case);
+        let p = case
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        *by_provider.entry(p).or_default() += 1;
+    }
+    for p in ["openai", "azure", "openai_compatible"] {
+        assert!(
+            by_provider.get(p).copied().unwrap_or(0) >= 5,
+            "provider {p} needs fixtures: {by_provider:?}"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Derive envoy/envoy.compose.yaml (the config docker-compose mounts) from
+envoy/envoy.yaml, so the two never drift: listener on 0.0.0.0, clusters at the
+`mock` service, the .wasm and the secrets at their container paths. Nothing
+else changes. `--check` exits 1 if the committed file is out of date."""
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "envoy" / "envoy.yaml"
+DST = ROOT / "envoy" / "envoy.compose.yaml"
+HEADER = (
+    "# GENERATED from envoy/envoy.yaml by scripts/gen_compose_config.py: do not edit.\n"
+    "# Used by envoy/docker-compose.yaml: listener on 0.0.0.0:8080, providers at\n"
+    "# the `mock` service, the filter and secrets mounted under /etc/envoy.\n"
+)
+
+
+class Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, data):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+Dumper.add_representer(str, _str)
+
+
+def walk(node, fn):
+    if isinstance(node, dict):
+        fn(node)
+        for v in node.values():
+            walk(v, fn)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, fn)
+
+
+def render() -> str:
+    doc = yaml.safe_load(SRC.read_text())
+    for lst in doc["static_resources"]["listeners"]:
+        lst["address"]["socket_address"]["address"] = "0.0.0.0"
+
+    def fix(d):
+        if "filename" in d and str(d["filename"]).endswith(".wasm"):
+            d["filename"] = "/etc/envoy/llm_gateway.wasm"
+        if "path_config_source" in d:
+            d["path_config_source"]["path"] = "/etc/envoy/secrets/" + Path(d["path_config_source"]["path"]).name
+        if "socket_address" in d and d["socket_address"].get("port_value") == 18080:
+            d["socket_address"]["address"] = "mock"
+
+    walk(doc, fix)
+    for c in doc["static_resources"]["clusters"]:
+        c["type"] = "STRICT_DNS"
+    return HEADER + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    out = render()
+    if "--check" in sys.argv:
+        if not DST.exists() or DST.read_text() != out:
+            print(f"{DST} is out of date: run scripts/gen_compose_config.py", file=sys.stderr)
+            sys.exit(1)
+    else:
+        DST.write_text(out)
