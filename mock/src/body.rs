@@ -29,7 +29,13 @@ pub struct EventStream {
     pub abort_after: Option<usize>,
     sent: usize,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The abort is due once the pending sleep (a grace period that lets
+    /// the server flush what was already sent) ends.
+    aborting: bool,
 }
+
+/// How long a cut waits so the frames before it reach the peer.
+const ABORT_GRACE: Duration = Duration::from_millis(25);
 
 impl EventStream {
     pub fn new(events: VecDeque<Bytes>) -> Self {
@@ -39,6 +45,7 @@ impl EventStream {
             abort_after: None,
             sent: 0,
             sleep: None,
+            aborting: false,
         }
     }
 }
@@ -81,25 +88,33 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Events(s) => {
+            Body::Events(s) => loop {
                 if let Some(sleep) = s.sleep.as_mut() {
                     if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     s.sleep = None;
                 }
+                if s.aborting {
+                    s.events.clear();
+                    s.abort_after = None;
+                    s.aborting = false;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "llm-mock: connection cut on purpose",
+                    ))));
+                }
                 if let Some(limit) = s.abort_after {
                     if s.sent >= limit || s.events.is_empty() {
-                        s.events.clear();
-                        s.abort_after = None;
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "llm-mock: connection cut on purpose",
-                        ))));
+                        // Return Pending first so the server flushes the
+                        // headers and frames already produced.
+                        s.aborting = true;
+                        s.sleep = Some(Box::pin(tokio::time::sleep(ABORT_GRACE)));
+                        continue;
                     }
                 }
                 match s.events.pop_front() {
-                    None => Poll::Ready(None),
+                    None => return Poll::Ready(None),
                     Some(ev) => {
                         s.sent += 1;
                         if let Some(d) = s.drip {
@@ -108,10 +123,10 @@ impl http_body::Body for Body {
                                 s.sleep = Some(Box::pin(tokio::time::sleep(d)));
                             }
                         }
-                        Poll::Ready(Some(Ok(Frame::data(ev))))
+                        return Poll::Ready(Some(Ok(Frame::data(ev))));
                     }
                 }
-            }
+            },
         }
     }
 

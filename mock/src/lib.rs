@@ -243,11 +243,21 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     };
 
     let (provider, sub) = route(path);
-    state
-        .recorder
-        .record(provider.name(), &parts.method, path, query, &parts.headers, &body);
+    state.recorder.record(
+        provider.name(),
+        &parts.method,
+        path,
+        query,
+        &parts.headers,
+        &body,
+    );
     if state.config.verbose {
-        eprintln!("llm-mock: {} {} {}", provider.name(), parts.method, parts.uri);
+        eprintln!(
+            "llm-mock: {} {} {}",
+            provider.name(),
+            parts.method,
+            parts.uri
+        );
     }
     let ctx = Ctx {
         state: &state,

@@ -123,7 +123,10 @@ impl<'a> Gen<'a> {
             return Value::Array(prefix.iter().map(|s| self.value(s, depth + 1)).collect());
         }
         let min = obj.get("minItems").and_then(Value::as_u64).unwrap_or(1);
-        let max = obj.get("maxItems").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        let max = obj
+            .get("maxItems")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
         let cap = if depth > 2 { 1 } else { 64 };
         let count = min.max(1).min(max).min(cap) as usize;
         if depth >= MAX_DEPTH / 2 && min == 0 {

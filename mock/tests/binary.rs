@@ -1,0 +1,128 @@
+//! The built binary: CLI flags, the "listening" line, port 0, SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn http(addr: &str, req: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn post(addr: &str, path: &str, auth: &str, body: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn binary_serves_and_exits_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--openai-key",
+            "key-one",
+            "--openai-key",
+            "key-two",
+            "--vllm-key",
+            "vk",
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("llm-mock listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    assert!(!addr.ends_with(":0"), "{addr}");
+
+    let health = http(
+        &addr,
+        "GET /__mock/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok"));
+
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    for key in ["key-one", "key-two"] {
+        let r = post(
+            &addr,
+            "/v1/chat/completions",
+            &format!("authorization: Bearer {key}\r\n"),
+            chat,
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    // The default key is replaced when --openai-key is given.
+    let r = post(
+        &addr,
+        "/v1/chat/completions",
+        "authorization: Bearer sk-mock-openai\r\n",
+        chat,
+    );
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = post(&addr, "/vllm/v1/chat/completions", "", chat);
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = post(
+        &addr,
+        "/vllm/v1/chat/completions",
+        "authorization: Bearer vk\r\n",
+        chat,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Azure defaults still apply.
+    let r = post(
+        &addr,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        "api-key: mock-azure-key\r\n",
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_flags_fail() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .arg("--nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--azure-deployment"));
+}
