@@ -51,9 +51,9 @@ key: ## Mint a caller key: make key NAME=team-a [TEAM=a MODELS='gpt-*']
 	@test -n "$(NAME)" || { echo "usage: make key NAME=caller-id [TEAM=team] [MODELS=glob,glob]"; exit 2; }
 	@cargo run -q -p llmgw --release -- key new "$(NAME)" $(if $(TEAM),--team "$(TEAM)") $(if $(MODELS),--models "$(MODELS)")
 
-config-check: ## Check a plugin config (JSON, Envoy YAML or WasmPlugin): make config-check FILE=...
-	@test -n "$(FILE)" || { echo "usage: make config-check FILE=path"; exit 2; }
-	@cargo run -q -p llmgw --release -- config check "$(FILE)"
+config-check: ## Check a plugin config (JSON, Envoy YAML or WasmPlugin): make config-check FILE=... [CHECK_ARGS=--assume-env]
+	@test -n "$(FILE)" || { echo "usage: make config-check FILE=... [CHECK_ARGS=--assume-env]h"; exit 2; }
+	@cargo run -q -p llmgw --release -- config check "$(FILE)" $(CHECK_ARGS)
 
 clean: ## Remove build output and run files (keeps .venv)
 	cargo clean
