@@ -2,6 +2,7 @@
 //! mapping of provider error bodies into that shape.
 
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// An error as the OpenAI API reports it:
 /// `{"error":{"message","type","param","code"}}` plus the HTTP status.
@@ -9,7 +10,7 @@ use serde::Serialize;
 pub struct ApiError {
     pub status: u16,
     pub message: String,
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub param: Option<String>,
     pub code: Option<String>,
     /// Seconds for a `retry-after` header, when the client should retry later.
@@ -46,11 +47,15 @@ pub fn echo(s: &str) -> String {
 }
 
 impl ApiError {
-    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        kind: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),
-            kind,
+            kind: kind.into(),
             param: None,
             code: None,
             retry_after: None,
@@ -113,7 +118,7 @@ impl ApiError {
         let env = Envelope {
             error: Body {
                 message: &self.message,
-                kind: self.kind,
+                kind: &self.kind,
                 param: self.param.as_deref(),
                 code: self.code.as_deref(),
             },
@@ -193,12 +198,17 @@ pub fn map_upstream_error(provider: &str, status: u16, body: &[u8]) -> ApiError 
             None,
         ),
     };
+    // OpenAI's own types are kept (its 429s say `requests` or `tokens`, which
+    // tells a client which limit it hit); other servers' types (vLLM's
+    // `BadRequestError`, Ollama's `api_error`) become the OpenAI type for the
+    // status, so clients that match on `type` see OpenAI's vocabulary.
     let kind: &'static str = match kind.as_deref() {
-        Some("invalid_request_error") => "invalid_request_error",
-        Some("rate_limit_error") | Some("requests") | Some("tokens") => "rate_limit_error",
-        Some("insufficient_quota") => "insufficient_quota",
-        Some("not_found_error") => "invalid_request_error",
-        _ => default_kind(out_status),
+        Some(k) => OPENAI_TYPES
+            .iter()
+            .find(|t| **t == k)
+            .copied()
+            .unwrap_or_else(|| default_kind(out_status)),
+        None => default_kind(out_status),
     };
     let message = message.unwrap_or_else(|| {
         format!("Provider `{provider}` returned HTTP {status} without an error message.")
@@ -220,6 +230,16 @@ fn echo_long(s: &str) -> String {
         format!("{}…", &s[..end])
     }
 }
+
+/// Error `type`s the OpenAI API uses.
+const OPENAI_TYPES: [&str; 6] = [
+    "invalid_request_error",
+    "rate_limit_error",
+    "requests",
+    "tokens",
+    "insufficient_quota",
+    "server_error",
+];
 
 fn default_kind(status: u16) -> &'static str {
     match status {
@@ -300,7 +320,7 @@ mod tests {
         let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         let e = map_upstream_error("openai", 429, body);
         assert_eq!(e.status, 429);
-        assert_eq!(e.kind, "rate_limit_error");
+        assert_eq!(e.kind, "requests");
         assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
         assert_eq!(e.message, "Rate limit reached");
     }
@@ -320,6 +340,20 @@ mod tests {
         assert_eq!(e.status, 502);
         assert_eq!(e.kind, "server_error");
         assert!(e.message.contains("HTTP 502"));
+    }
+
+    #[test]
+    fn foreign_types_become_openai_types() {
+        let body = br#"{"error":{"message":"max_tokens must be at least 1","type":"BadRequestError","param":null,"code":400}}"#;
+        let e = map_upstream_error("vllm", 400, body);
+        assert_eq!(e.kind, "invalid_request_error");
+        assert_eq!(e.code.as_deref(), Some("400"));
+        let e = map_upstream_error(
+            "ollama",
+            500,
+            br#"{"error":{"message":"boom","type":"api_error"}}"#,
+        );
+        assert_eq!(e.kind, "server_error");
     }
 
     #[test]

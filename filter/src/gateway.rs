@@ -309,8 +309,14 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
             .get(name.as_str())
             .copied()
             .filter(|&i| caller.may_use(&cfg.models[i].name)),
+        // The default model only stands in where it can serve the endpoint.
         None => match cfg.default_model {
-            Some(i) if caller.may_use(&cfg.models[i].name) => Some(i),
+            Some(i)
+                if caller.may_use(&cfg.models[i].name)
+                    && cfg.models[i].kind == endpoint_kind(pending.endpoint) =>
+            {
+                Some(i)
+            }
             _ => return Err(ApiError::missing_param("model").into()),
         },
     };
@@ -325,9 +331,13 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
             "model",
             "model_not_supported",
             format!(
-                "`{}` is a {} model and cannot be used with {}{}.",
+                "`{}` is {} model and cannot be used with {}{}.",
                 model.name,
-                model.kind.as_str(),
+                match model.kind {
+                    ModelKind::Chat => "a chat",
+                    ModelKind::Completion => "a completion",
+                    ModelKind::Embedding => "an embedding",
+                },
                 cfg.path_prefix,
                 pending.endpoint.suffix()
             ),

@@ -64,6 +64,12 @@ impl SseParser {
         }
     }
 
+    /// No event or line is half-read: everything fed so far ended with the
+    /// blank line of an event (or nothing was fed).
+    pub fn at_event_boundary(&self) -> bool {
+        self.line.is_empty() && self.data.is_none() && self.event.is_none()
+    }
+
     /// The stream ended: a final event not followed by a blank line is
     /// dispatched (browsers drop it; being lenient here loses nothing).
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {

@@ -43,14 +43,16 @@ def localize(path: Path, tmp: Path) -> Path:
     """Point container paths (/etc/envoy/..., /etc/llm-secrets/...) at local
     copies so `--mode validate` can open them. Nothing else changes."""
     text = path.read_text()
-    text = text.replace("/etc/envoy/llm_gateway.wasm", str(WASM))
-    text = text.replace("target/wasm32-wasip1/release/llm_gateway.wasm", str(WASM))
+    text = text.replace("/etc/envoy/llm_gateway.wasm", "@WASM@")
+    text = text.replace("target/wasm32-wasip1/release/llm_gateway.wasm", "@WASM@")
+    text = text.replace("@WASM@", str(WASM))
     secrets = tmp / "secrets"
     secrets.mkdir(exist_ok=True)
     for f in (ROOT / "envoy" / "secrets").glob("*.yaml"):
         shutil.copy(f, secrets / f.name)
-    text = text.replace("/etc/envoy/secrets/", f"{secrets}/")
-    text = text.replace("envoy/secrets/", f"{secrets}/")
+    text = text.replace("/etc/envoy/secrets/", "@SECRETS@/")
+    text = text.replace("envoy/secrets/", "@SECRETS@/")
+    text = text.replace("@SECRETS@", str(secrets))
     k8s = tmp / "llm-secrets" / "openai"
     k8s.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "envoy" / "secrets" / "openai.yaml", k8s / "openai.yaml")

@@ -110,13 +110,15 @@ pub fn incomplete_stream_event() -> Vec<u8> {
 impl ResponseTranslator for PassThrough {
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         self.sse.feed(chunk, &mut self.events);
+        // A half-sent event is closed first, so the error is an event of its own.
+        let mid_event = !self.sse.at_event_boundary();
         if end_of_stream {
             self.sse.finish(&mut self.events);
         }
         self.read_events();
         if end_of_stream && !self.done {
             let mut out = chunk.to_vec();
-            if !out.is_empty() && !out.ends_with(b"\n\n") {
+            if mid_event {
                 out.extend_from_slice(b"\n\n");
             }
             out.extend_from_slice(&incomplete_stream_event());
