@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Walks every translation fixture under `testdata/<provider>/<case>/`.
 //!
 //! A case holds:
