@@ -140,6 +140,8 @@ struct RawModel {
     price: Option<RawPrice>,
     #[serde(default)]
     created: Option<u64>,
+    #[serde(default)]
+    drop_unsupported_params: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +223,9 @@ pub struct Model {
     pub max_output_tokens: Option<u32>,
     pub price: Price,
     pub created: u64,
+    /// Request parameters the provider cannot honour (e.g. `seed` for
+    /// Anthropic) are dropped instead of rejected with a 400.
+    pub drop_unsupported_params: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -651,6 +656,7 @@ impl Config {
                 max_output_tokens: m.max_output_tokens,
                 price,
                 created: m.created.unwrap_or(1_700_000_000),
+                drop_unsupported_params: m.drop_unsupported_params,
             });
         }
         let default_model = match raw.default_model {
@@ -803,5 +809,45 @@ impl Config {
     /// Look a model up by name or alias.
     pub fn model(&self, name: &str) -> Option<&Model> {
         self.model_index.get(name).map(|&i| &self.models[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_unsupported_params_defaults_off_and_is_typed() {
+        let doc = |extra: &str| {
+            format!(
+                r#"{{"providers":[{{"name":"a","kind":"anthropic","cluster":"anthropic"}}],
+                "models":[{{"name":"c","provider":"a"{extra}}}]}}"#
+            )
+        };
+        let c = Config::parse(doc("").as_bytes(), &|_| None).unwrap();
+        assert!(!c.models[0].drop_unsupported_params);
+        let c = Config::parse(
+            doc(r#","drop_unsupported_params":true"#).as_bytes(),
+            &|_| None,
+        )
+        .unwrap();
+        assert!(c.models[0].drop_unsupported_params);
+        let e = Config::parse(
+            doc(r#","drop_unsupported_params":"yes""#).as_bytes(),
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "models[0].drop_unsupported_params");
+    }
+
+    #[test]
+    fn anthropic_serves_chat_only() {
+        let doc = r#"{"providers":[{"name":"a","kind":"anthropic","cluster":"anthropic"}],
+            "models":[{"name":"e","provider":"a","kind":"embedding"}]}"#;
+        let e = Config::parse(doc.as_bytes(), &|_| None).unwrap_err();
+        assert_eq!(e.field, "models[0].kind");
+        let doc = r#"{"providers":[{"name":"a","kind":"anthropic","cluster":"anthropic"}],
+            "models":[{"name":"c","provider":"a","kind":"completion"}]}"#;
+        assert!(Config::parse(doc.as_bytes(), &|_| None).is_err());
     }
 }

@@ -387,7 +387,7 @@ impl Exchange {
                 ErrorKind::Envoy(status)
             });
             let out = if from_upstream {
-                error::upstream_status(status)
+                cfg.providers[self.provider].response_status(status)
             } else if status >= 400 {
                 status
             } else {
@@ -428,6 +428,12 @@ impl Exchange {
 
     pub fn usage(&self) -> Option<Usage> {
         self.translator.usage()
+    }
+
+    /// The current time (Unix seconds), for the `created` field of answers
+    /// the gateway translates (e.g. Anthropic's); call before the body.
+    pub fn set_created(&mut self, unix_seconds: u64) {
+        self.translator.set_created(unix_seconds);
     }
 }
 

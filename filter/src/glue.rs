@@ -239,8 +239,14 @@ impl HttpContext for Http {
             .flatten()
             .map(|d| d == b"via_upstream")
             .unwrap_or(true);
+        if let Ok(now) = hostcalls::get_current_time() {
+            if let Ok(d) = now.duration_since(std::time::UNIX_EPOCH) {
+                ex.set_created(d.as_secs());
+            }
+        }
         let head = ex.on_response_head(&cfg, status, from_upstream);
-        if let Some(upstream_id) = header(m, "x-request-id") {
+        // The provider's own request id (OpenAI: x-request-id, Anthropic: request-id).
+        if let Some(upstream_id) = header(m, "x-request-id").or_else(|| header(m, "request-id")) {
             set_header(m, "x-llm-upstream-request-id", Some(&upstream_id));
         }
         if let Some(id) = &self.request_id {

@@ -13,7 +13,8 @@
 //!
 //! Streams are fed whole, split at every byte position, and byte by byte; the
 //! client must see the same bytes each time.
-//! All cases share `testdata/config.json` (env `VLLM_API_KEY=vllm-test-key`).
+//! All cases share `testdata/config.json` (env `VLLM_API_KEY=vllm-test-key`,
+//! `ANTHROPIC_API_KEY=anthropic-test-key`).
 
 use llm_gateway::auth::RequestView;
 use llm_gateway::config::Config;
@@ -47,8 +48,10 @@ fn read_json(p: &Path) -> Value {
 
 fn config() -> Config {
     let bytes = fs::read(testdata().join("config.json")).unwrap();
-    Config::parse(&bytes, &|name| {
-        (name == "VLLM_API_KEY").then(|| "vllm-test-key".to_string())
+    Config::parse(&bytes, &|name| match name {
+        "VLLM_API_KEY" => Some("vllm-test-key".to_string()),
+        "ANTHROPIC_API_KEY" => Some("anthropic-test-key".to_string()),
+        _ => None,
     })
     .unwrap_or_else(|e| panic!("testdata/config.json: {e}"))
 }
@@ -270,7 +273,7 @@ fn every_fixture() {
             .to_string();
         *by_provider.entry(p).or_default() += 1;
     }
-    for p in ["openai", "azure", "openai_compatible"] {
+    for p in ["openai", "azure", "openai_compatible", "anthropic"] {
         assert!(
             by_provider.get(p).copied().unwrap_or(0) >= 5,
             "provider {p} needs fixtures: {by_provider:?}"

@@ -3,6 +3,7 @@
 //! Adding a provider is one new file here and one entry in [`ProviderKind`]
 //! (its name, and the arm in [`ProviderKind::build`]).
 
+mod anthropic;
 mod azure;
 mod openai;
 mod openai_compatible;
@@ -23,6 +24,8 @@ pub enum ProviderKind {
     Azure,
     #[serde(rename = "openai_compatible")]
     OpenAiCompatible,
+    #[serde(rename = "anthropic")]
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -32,6 +35,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Azure => "azure",
             ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 
@@ -41,6 +45,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => openai::DEFAULTS,
             ProviderKind::Azure => azure::DEFAULTS,
             ProviderKind::OpenAiCompatible => openai_compatible::DEFAULTS,
+            ProviderKind::Anthropic => anthropic::DEFAULTS,
         }
     }
 
@@ -56,6 +61,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => openai::build(common, options, path),
             ProviderKind::Azure => azure::build(common, options, path),
             ProviderKind::OpenAiCompatible => openai_compatible::build(common, options, path),
+            ProviderKind::Anthropic => anthropic::build(common, options, path),
         }
     }
 }
@@ -139,6 +145,10 @@ pub trait ResponseTranslator {
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>>;
     /// Token usage seen so far (final once the answer has ended).
     fn usage(&self) -> Option<Usage>;
+    /// The time (Unix seconds) to report as `created` in answers the
+    /// translator writes itself (translated providers; pass-through answers
+    /// keep the provider's). Without it they report 0.
+    fn set_created(&mut self, _unix_seconds: u64) {}
 }
 
 pub trait Provider: fmt::Debug + Send + Sync {
@@ -157,7 +167,14 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// A translator for the answer to `req`.
     fn response_translator(&self, req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator>;
 
-    /// Map a provider error answer into the OpenAI shape.
+    /// The status the client gets for a provider error status (decided from
+    /// the response headers, before the body is read).
+    fn response_status(&self, status: u16) -> u16 {
+        crate::error::upstream_status(status)
+    }
+
+    /// Map a provider error answer into the OpenAI shape. Its status must be
+    /// `response_status(status)`.
     fn map_error(&self, status: u16, body: &[u8]) -> ApiError {
         crate::error::map_upstream_error(&self.common().name, status, body)
     }
