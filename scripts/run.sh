@@ -25,7 +25,8 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   echo "stopped." >&2
 }
-trap cleanup INT TERM EXIT
+trap "cleanup; exit 0" INT TERM
+trap cleanup EXIT
 
 target/release/llm-mock --listen "127.0.0.1:${MOCK_PORT}" --vllm-key "$VLLM_API_KEY" --quiet > .run/mock.log 2>&1 &
 pids+=($!)

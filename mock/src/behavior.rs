@@ -17,6 +17,7 @@
 //! | `badjson` | 200 `application/json` with a truncated JSON body |
 //! | `bytes=N` | reply content is exactly N bytes of filler |
 //! | `chunks=N` | stream the content in exactly N content events |
+//! | `sse_error` | Anthropic streams: an `event: error` (`overloaded_error`) mid-stream, then the end |
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub struct Behavior {
     pub badjson: bool,
     pub bytes: Option<usize>,
     pub chunks: Option<usize>,
+    pub sse_error: bool,
 }
 
 impl Behavior {
@@ -96,6 +98,7 @@ impl Behavior {
                 "badjson" => self.badjson = v.is_empty() || v == "1" || v == "true",
                 "bytes" => self.bytes = v.parse().ok(),
                 "chunks" => self.chunks = v.parse().ok().filter(|n| *n > 0),
+                "sse_error" => self.sse_error = v.is_empty() || v == "1" || v == "true",
                 _ => {}
             }
         }
@@ -196,12 +199,13 @@ mod tests {
     #[test]
     fn parses_specs() {
         let mut b = Behavior::default();
-        b.apply_spec("fail=503, stall=20,nodone,chunks=3,bogus=1,throttle=0.5");
+        b.apply_spec("fail=503, stall=20,nodone,chunks=3,bogus=1,throttle=0.5,sse_error");
         assert_eq!(b.fail, Some(503));
         assert_eq!(b.stall, Some(Duration::from_millis(20)));
         assert!(b.nodone);
         assert_eq!(b.chunks, Some(3));
         assert_eq!(b.throttle, Some(0.5));
+        assert!(b.sse_error);
     }
 
     #[test]

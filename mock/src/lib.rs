@@ -8,12 +8,14 @@
 //! | `/openai/...` | Azure OpenAI | [`azure`] |
 //! | `/ollama/v1/...` | Ollama (OpenAI-compatible API) | [`openai`] |
 //! | `/vllm/v1/...` | vLLM (OpenAI-compatible API) | [`openai`] |
+//! | `/v1/messages[/...]`, `/anthropic/...` | Anthropic Messages API | [`anthropic`] |
 //! | `/__mock/...` | control endpoints (health, recorded requests) | here |
 //!
-//! A new provider (Anthropic, Gemini, Bedrock, ...) is one module with an
+//! A new provider (Gemini, Bedrock, ...) is one module with an
 //! `async fn handle(ctx: Ctx<'_>) -> Response<Body>`, a [`Provider`]
 //! variant and one line in [`route`].
 
+pub mod anthropic;
 pub mod azure;
 pub mod behavior;
 pub mod body;
@@ -51,6 +53,7 @@ pub enum Provider {
     Azure,
     Ollama,
     Vllm,
+    Anthropic,
 }
 
 impl Provider {
@@ -61,6 +64,7 @@ impl Provider {
             Provider::Azure => "azure",
             Provider::Ollama => "ollama",
             Provider::Vllm => "vllm",
+            Provider::Anthropic => "anthropic",
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct Config {
     pub azure_keys: Vec<String>,
     /// Accepted bearer keys on `/vllm/v1`; empty means no auth.
     pub vllm_keys: Vec<String>,
+    /// Accepted `x-api-key` (or `Authorization: Bearer`) values on the
+    /// Anthropic routes.
+    pub anthropic_keys: Vec<String>,
     /// Known Azure deployments.
     pub azure_deployments: Vec<String>,
     /// How many requests `/__mock/requests` keeps (0 disables recording).
@@ -88,6 +95,7 @@ impl Default for Config {
             openai_keys: vec!["sk-mock-openai".into()],
             azure_keys: vec!["mock-azure-key".into()],
             vllm_keys: Vec::new(),
+            anthropic_keys: vec![anthropic::DEFAULT_KEY.into()],
             azure_deployments: DEFAULT_AZURE_DEPLOYMENTS
                 .iter()
                 .map(|s| s.to_string())
@@ -109,6 +117,8 @@ pub const DEFAULT_AZURE_DEPLOYMENTS: [&str; 4] = [
 pub struct State {
     pub config: Config,
     pub recorder: record::Recorder,
+    /// Prompt-cache prefixes seen by the Anthropic routes.
+    pub prompt_cache: anthropic::PromptCache,
     seq: AtomicU64,
     boot: u64,
 }
@@ -121,6 +131,7 @@ impl State {
             .unwrap_or(0);
         State {
             recorder: record::Recorder::new(config.record_limit),
+            prompt_cache: anthropic::PromptCache::default(),
             config,
             seq: AtomicU64::new(0),
             boot,
@@ -176,6 +187,12 @@ pub fn route(path: &str) -> (Provider, &str) {
     }
     if strip_segment(path, "/openai").is_some() {
         return (Provider::Azure, path);
+    }
+    if let Some(rest) = strip_segment(path, "/anthropic") {
+        return (Provider::Anthropic, rest);
+    }
+    if strip_segment(path, "/v1/messages").is_some() {
+        return (Provider::Anthropic, path);
     }
     (Provider::OpenAi, path)
 }
@@ -270,6 +287,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     };
     match provider {
         Provider::Azure => azure::handle(ctx).await,
+        Provider::Anthropic => anthropic::handle(ctx).await,
         p => openai::handle(ctx, p).await,
     }
 }
@@ -286,7 +304,11 @@ fn control(state: &State, method: &Method, rest: &str) -> Response<Body> {
             let n = state.recorder.clear();
             json_value_response(StatusCode::OK, &serde_json::json!({ "cleared": n }))
         }
-        (_, "/health") | (_, "/requests") => {
+        (&Method::DELETE, "/cache") => {
+            let n = state.prompt_cache.clear();
+            json_value_response(StatusCode::OK, &serde_json::json!({ "cleared": n }))
+        }
+        (_, "/health") | (_, "/requests") | (_, "/cache") => {
             text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found"),

@@ -8,12 +8,14 @@ use llm_mock::{serve, Config};
 
 const USAGE: &str = "\
 usage: llm-mock [--listen ADDR] [--openai-key K]... [--azure-key K]... [--vllm-key K]...
-                [--azure-deployment NAME]... [--record-limit N] [--verbose] [--quiet]
+                [--anthropic-key K]... [--azure-deployment NAME]... [--record-limit N]
+                [--verbose] [--quiet]
 
   --listen ADDR            address to bind (default 127.0.0.1:18080; port 0 = any free port)
   --openai-key K           accepted OpenAI bearer key; repeatable (default: sk-mock-openai)
   --azure-key K            accepted Azure api-key; repeatable (default: mock-azure-key)
   --vllm-key K             required vLLM bearer key; repeatable (default: no auth)
+  --anthropic-key K        accepted Anthropic x-api-key; repeatable (default: sk-ant-mock)
   --azure-deployment NAME  known Azure deployment; repeatable
                            (default: gpt-4o-mini gpt-4o text-embedding-3-small gpt-35-turbo-instruct)
   --record-limit N         requests kept for GET /__mock/requests (default 200; 0 = off)
@@ -30,8 +32,8 @@ struct Cli {
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut listen = "127.0.0.1:18080".to_string();
     let mut config = Config::default();
-    let (mut openai, mut azure, mut vllm, mut deployments) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut openai, mut azure, mut vllm, mut anthropic, mut deployments) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut quiet = false;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -51,6 +53,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
             "--openai-key" => openai.push(value("--openai-key")?),
             "--azure-key" => azure.push(value("--azure-key")?),
             "--vllm-key" => vllm.push(value("--vllm-key")?),
+            "--anthropic-key" => anthropic.push(value("--anthropic-key")?),
             "--azure-deployment" => deployments.push(value("--azure-deployment")?),
             "--record-limit" => {
                 config.record_limit = value("--record-limit")?
@@ -69,6 +72,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
         config.azure_keys = azure;
     }
     config.vllm_keys = vllm;
+    if !anthropic.is_empty() {
+        config.anthropic_keys = anthropic;
+    }
     if !deployments.is_empty() {
         config.azure_deployments = deployments;
     }
@@ -141,10 +147,11 @@ fn main() -> ExitCode {
         if !cli.quiet {
             let c = &cli.config;
             eprintln!(
-                "llm-mock: openai keys: {}, azure keys: {}, vllm auth: {}, azure deployments: {}",
+                "llm-mock: openai keys: {}, azure keys: {}, vllm auth: {}, anthropic keys: {}, azure deployments: {}",
                 c.openai_keys.len(),
                 c.azure_keys.len(),
                 if c.vllm_keys.is_empty() { "off" } else { "on" },
+                c.anthropic_keys.len(),
                 c.azure_deployments.join(" ")
             );
         }
@@ -180,6 +187,7 @@ mod tests {
         assert_eq!(c.config.openai_keys, vec!["sk-mock-openai"]);
         assert_eq!(c.config.azure_keys, vec!["mock-azure-key"]);
         assert!(c.config.vllm_keys.is_empty());
+        assert_eq!(c.config.anthropic_keys, vec!["sk-ant-mock"]);
         assert_eq!(c.config.azure_deployments.len(), 4);
     }
 
@@ -193,6 +201,9 @@ mod tests {
             "--openai-key=b",
             "--vllm-key",
             "v",
+            "--anthropic-key",
+            "k1",
+            "--anthropic-key=k2",
             "--azure-deployment",
             "d1",
             "--quiet",
@@ -200,6 +211,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:0");
         assert_eq!(c.config.openai_keys, vec!["a", "b"]);
         assert_eq!(c.config.vllm_keys, vec!["v"]);
+        assert_eq!(c.config.anthropic_keys, vec!["k1", "k2"]);
         assert_eq!(c.config.azure_deployments, vec!["d1"]);
         assert!(c.quiet);
     }

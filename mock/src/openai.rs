@@ -383,7 +383,7 @@ impl Dialect<'_> {
                 text::hex_id(text::fnv1a(model.as_bytes()), 10)
             )),
             Provider::Ollama => Some("fp_ollama".to_string()),
-            Provider::Vllm => None,
+            Provider::Vllm | Provider::Anthropic => None,
         }
     }
 
@@ -616,8 +616,8 @@ fn check_auth(state: &State, provider: Provider, headers: &HeaderMap) -> Option<
                 )),
             }
         }
-        // Ollama has no auth; Azure is handled in `azure`.
-        Provider::Ollama | Provider::Azure => None,
+        // Ollama has no auth; Azure and Anthropic have their own modules.
+        Provider::Ollama | Provider::Azure | Provider::Anthropic => None,
     }
 }
 
@@ -839,7 +839,7 @@ fn add_headers(
         Provider::Vllm => {
             set(h, "server", "uvicorn");
         }
-        Provider::Ollama | Provider::Azure => {}
+        Provider::Ollama | Provider::Azure | Provider::Anthropic => {}
     }
     resp
 }
@@ -2732,7 +2732,7 @@ pub fn embeddings(
             },
             model.contains("text-embedding-3"),
         ),
-        Provider::Ollama | Provider::Vllm => (COMPAT_EMBEDDING_DIMS, true),
+        Provider::Ollama | Provider::Vllm | Provider::Anthropic => (COMPAT_EMBEDDING_DIMS, true),
     };
     let dims = match present(m, "dimensions") {
         None => default_dims,
