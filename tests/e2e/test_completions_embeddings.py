@@ -115,14 +115,6 @@ def test_chat_model_on_embeddings_is_400(gateway):
     gw.assert_openai_error(r, 400, "model_not_supported", "invalid_request_error", "model")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (filter/src/gateway.rs:406, Exchange::on_response_head: "
-    "`head.buffer = !self.stream`): every successful non-streamed answer is "
-    "buffered whole (only to read usage), so one larger than Envoy's buffer "
-    "limit (listener per_connection_buffer_limit_bytes, 16 MiB) fails: Envoy "
-    "logs response_payload_too_large and resets the stream after the 200 "
-    "headers went out. A 2048-input embedding batch (the API's maximum) with "
-    "the SDK's default base64 encoding is about 17 MB."))
 @pytest.mark.timeout(60)
 def test_max_size_embedding_batch(gateway, mock):
     inputs = [f"document number {i}" for i in range(2048)]

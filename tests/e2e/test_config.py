@@ -84,10 +84,6 @@ def test_unknown_field_is_named(make_gateway, mock):
     assert "unknown field `max_tokens`" in log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (filter/src/config.rs, ConfigError::serde): a JSON syntax error is "
-    "reported at field `?` (serde_path_to_error's path before any key) instead "
-    "of `(config)` as documented; only the path `.` is mapped."))
 def test_config_not_json_names_the_document(make_gateway, mock):
     g = start_broken(make_gateway, mock, plugin_config="{not json")
     log = g.log_text()

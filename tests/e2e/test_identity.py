@@ -120,12 +120,6 @@ def test_key_takes_precedence_over_identity(test_gateway, test_keys):
         gw.assert_openai_error(r, 401, "invalid_api_key")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (filter/src/gateway.rs:34 STRIP_REQUEST_HEADERS, applied in "
-    "filter/src/glue.rs:161): the gateway strips the caller's key headers but "
-    "forwards the identity headers it authenticated the caller with "
-    "(the `header` source's x-caller-id and x-forwarded-client-cert) to the "
-    "provider, telling a third party the mesh's workload identities."))
 def test_identity_headers_not_forwarded_to_provider(test_gateway, mock):
     token = gw.nonce("idfwd")
     with test_gateway.http(local_address="127.0.0.2") as c:

@@ -105,10 +105,6 @@ class httpx_with_id:
         return self.c.post(url, **self._h(kw))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (envoy/envoy.yaml): answers Envoy makes without the filter (the "
-    "direct_response 404 for paths outside /v1) carry no x-request-id; the HCM "
-    "needs `always_set_request_id_in_response: true`."))
 @pytest.mark.parametrize("path", ["/", "/healthz", "/v2/chat/completions"])
 def test_envoy_direct_response_has_an_id(gateway, path):
     with gateway.http() as c:
