@@ -29,9 +29,9 @@ impl ConfigError {
     pub fn serde<E: fmt::Display>(base: &str, e: serde_path_to_error::Error<E>) -> Self {
         let inner = e.path().to_string();
         let field = match (base.is_empty(), inner.as_str()) {
-            (true, ".") => "(config)".to_string(),
+            (true, "." | "?") => "(config)".to_string(),
             (true, _) => inner,
-            (false, ".") => base.to_string(),
+            (false, "." | "?") => base.to_string(),
             (false, _) => format!("{base}.{inner}"),
         };
         ConfigError::new(field, e.into_inner().to_string())
@@ -800,6 +800,19 @@ impl Config {
             key_index,
             identity_sources,
         })
+    }
+
+    /// Request headers that carry a mesh identity to the filter; they are
+    /// not forwarded to providers.
+    pub fn identity_headers(&self) -> Vec<&str> {
+        self.identity_sources
+            .iter()
+            .filter_map(|s| match s {
+                IdentitySource::Header { header, .. } => Some(header.as_str()),
+                IdentitySource::Xfcc(_) => Some("x-forwarded-client-cert"),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn provider(&self, model: &Model) -> &dyn Provider {

@@ -4,6 +4,7 @@
 use crate::auth::{self, RequestView, Via};
 use crate::config::{Config, ModelKind};
 use crate::error::{self, ApiError};
+use crate::frontdoor::{anthropic_messages, ErrorShape};
 use crate::providers::{ResponseTranslator, UpstreamRequest};
 use crate::request::{ClientRequest, Endpoint};
 use crate::usage::Usage;
@@ -30,9 +31,16 @@ impl From<ApiError> for Reply {
 /// Headers removed from every request the filter forwards: the caller's
 /// credentials (replaced by the provider's) and `accept-encoding` (the filter
 /// reads the answer, so it must not come compressed). `content-length` is set
-/// again to the new body's length.
-pub const STRIP_REQUEST_HEADERS: [&str; 4] =
-    ["authorization", "api-key", "x-api-key", "accept-encoding"];
+/// again to the new body's length. Anthropic's version headers are carried in `Pending::client_headers` and
+/// set again only for an Anthropic provider.
+pub const STRIP_REQUEST_HEADERS: [&str; 6] = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "accept-encoding",
+    "anthropic-version",
+    "anthropic-beta",
+];
 
 #[derive(Debug)]
 pub enum Head {
@@ -49,6 +57,10 @@ pub struct Pending {
     pub caller: usize,
     pub via: Via,
     pub endpoint: Endpoint,
+    /// Client headers the endpoint forwards to a provider speaking the
+    /// client's API (Anthropic's `anthropic-version` / `anthropic-beta` on
+    /// the Messages routes), as `(lowercase name, value)`.
+    pub client_headers: Vec<(String, String)>,
 }
 
 /// The request as it goes upstream, and the state that reads the answer.
@@ -67,6 +79,8 @@ pub struct Exchange {
     translator: Box<dyn ResponseTranslator>,
     /// The answer is an error being buffered for mapping.
     error: Option<ErrorKind>,
+    /// The shape mapped errors take (the client's API's).
+    shape: ErrorShape,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +103,18 @@ fn split_path(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or("")
 }
 
-fn method_not_allowed(method: &str, allow: &str) -> Reply {
-    let mut r: Reply = ApiError::new(
-        405,
-        "invalid_request_error",
-        format!(
-            "Method {} is not allowed here; use {allow}.",
-            error::echo(method)
-        ),
-    )
-    .code("method_not_allowed")
-    .into();
+fn method_not_allowed(shape: ErrorShape, method: &str, allow: &str) -> Reply {
+    let mut r = shape.reply(
+        ApiError::new(
+            405,
+            "invalid_request_error",
+            format!(
+                "Method {} is not allowed here; use {allow}.",
+                error::echo(method)
+            ),
+        )
+        .code("method_not_allowed"),
+    );
     r.headers.push(("allow".into(), allow.into()));
     r
 }
@@ -181,35 +196,48 @@ pub fn on_request_head(
         "/chat/completions" => Route::Post(Endpoint::ChatCompletions),
         "/completions" => Route::Post(Endpoint::Completions),
         "/embeddings" => Route::Post(Endpoint::Embeddings),
+        "/messages" => Route::Post(Endpoint::Messages),
+        "/messages/count_tokens" => Route::Post(Endpoint::CountTokens),
         "/models" => Route::Models,
         r => match r.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => Route::Model(id),
             _ => {
+                // Unknown paths below Anthropic's routes answer in its shape.
+                let shape = if r.starts_with("/messages/") {
+                    ErrorShape::Anthropic
+                } else {
+                    ErrorShape::OpenAi
+                };
                 return Head::Reply(
-                    ApiError::new(
-                        404,
-                        "invalid_request_error",
-                        format!(
-                            "Invalid URL ({} {})",
-                            error::echo(method),
-                            error::echo(path)
-                        ),
-                    )
-                    .code("unknown_url")
-                    .into(),
-                )
+                    shape.reply(
+                        ApiError::new(
+                            404,
+                            "invalid_request_error",
+                            format!(
+                                "Invalid URL ({} {})",
+                                error::echo(method),
+                                error::echo(path)
+                            ),
+                        )
+                        .code("unknown_url"),
+                    ),
+                );
             }
         },
     };
+    let shape = match route {
+        Route::Post(e) => ErrorShape::for_endpoint(e),
+        Route::Models | Route::Model(_) => ErrorShape::OpenAi,
+    };
     match (&route, method) {
         (Route::Post(_), "POST") => {}
-        (Route::Post(_), _) => return Head::Reply(method_not_allowed(method, "POST")),
+        (Route::Post(_), _) => return Head::Reply(method_not_allowed(shape, method, "POST")),
         (Route::Models | Route::Model(_), "GET" | "HEAD") => {}
-        (_, _) => return Head::Reply(method_not_allowed(method, "GET")),
+        (_, _) => return Head::Reply(method_not_allowed(shape, method, "GET")),
     }
     let (caller, via) = match auth::identify(cfg, view) {
         Ok(c) => c,
-        Err(e) => return Head::Reply(e.into()),
+        Err(e) => return Head::Reply(shape.reply(e)),
     };
     let c = &cfg.callers[caller];
     match route {
@@ -239,16 +267,17 @@ pub fn on_request_head(
             if let Some(ct) = view.header("content-type") {
                 if !json_content_type(&ct) {
                     return Head::Reply(
-                        ApiError::new(
-                            415,
-                            "invalid_request_error",
-                            format!(
-                                "Unsupported content-type `{}`: send the body as application/json.",
-                                error::echo(&ct)
-                            ),
-                        )
-                        .code("unsupported_media_type")
-                        .into(),
+                        shape.reply(
+                            ApiError::new(
+                                415,
+                                "invalid_request_error",
+                                format!(
+                                    "Unsupported content-type `{}`: send the body as application/json.",
+                                    error::echo(&ct)
+                                ),
+                            )
+                            .code("unsupported_media_type"),
+                        ),
                     );
                 }
             }
@@ -257,20 +286,30 @@ pub fn on_request_head(
                 .and_then(|l| l.trim().parse::<u64>().ok())
             {
                 if len > cfg.max_body_bytes as u64 {
-                    return Head::Reply(too_large(cfg).into());
+                    return Head::Reply(shape.reply(too_large(cfg)));
                 }
             }
             if end_of_stream {
                 return Head::Reply(
-                    ApiError::invalid("The request body is empty: send a JSON object.")
-                        .code("invalid_json")
-                        .into(),
+                    shape.reply(
+                        ApiError::invalid("The request body is empty: send a JSON object.")
+                            .code("invalid_json"),
+                    ),
                 );
             }
+            let client_headers = if endpoint.is_anthropic() {
+                anthropic_messages::CLIENT_HEADERS
+                    .iter()
+                    .filter_map(|h| view.header(h).map(|v| (h.to_string(), v)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Head::NeedBody(Pending {
                 caller,
                 via,
                 endpoint,
+                client_headers,
             })
         }
     }
@@ -288,9 +327,15 @@ pub fn too_large(cfg: &Config) -> ApiError {
     .code("request_too_large")
 }
 
+/// The 413 for a body found too large while it is buffered, in the shape
+/// of the endpoint's API.
+pub fn too_large_for(cfg: &Config, endpoint: Endpoint) -> Reply {
+    ErrorShape::for_endpoint(endpoint).reply(too_large(cfg))
+}
+
 fn endpoint_kind(e: Endpoint) -> ModelKind {
     match e {
-        Endpoint::ChatCompletions => ModelKind::Chat,
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => ModelKind::Chat,
         Endpoint::Completions => ModelKind::Completion,
         Endpoint::Embeddings => ModelKind::Embedding,
     }
@@ -298,10 +343,12 @@ fn endpoint_kind(e: Endpoint) -> ModelKind {
 
 /// Decide once the whole body is there.
 pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<Forward, Reply> {
+    let shape = ErrorShape::for_endpoint(pending.endpoint);
+    let fail = |e: ApiError| shape.reply(e);
     if body.len() > cfg.max_body_bytes {
-        return Err(too_large(cfg).into());
+        return Err(fail(too_large(cfg)));
     }
-    let req = ClientRequest::parse(pending.endpoint, body).map_err(Reply::from)?;
+    let req = ClientRequest::parse(pending.endpoint, body).map_err(fail)?;
     let caller = &cfg.callers[pending.caller];
     let model_idx = match &req.model {
         Some((name, _)) => cfg
@@ -317,17 +364,17 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
             {
                 Some(i)
             }
-            _ => return Err(ApiError::missing_param("model").into()),
+            _ => return Err(fail(ApiError::missing_param("model"))),
         },
     };
     let Some(model_idx) = model_idx else {
         let name = req.model.as_ref().map(|m| m.0.as_str()).unwrap_or("");
-        return Err(ApiError::model_not_found(name).into());
+        return Err(fail(ApiError::model_not_found(name)));
     };
     let model = &cfg.models[model_idx];
     let want = endpoint_kind(pending.endpoint);
     if model.kind != want {
-        return Err(ApiError::invalid_param(
+        return Err(fail(ApiError::invalid_param(
             "model",
             "model_not_supported",
             format!(
@@ -341,27 +388,50 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
                 cfg.path_prefix,
                 pending.endpoint.suffix()
             ),
-        )
-        .into());
+        )));
+    }
+    if pending.endpoint.is_anthropic() {
+        return anthropic_messages::forward(cfg, pending, &req, model_idx);
     }
     let provider = cfg.provider(model);
-    let upstream = provider.build_request(&req, model).map_err(Reply::from)?;
+    let upstream = provider.build_request(&req, model).map_err(fail)?;
     let translator = provider.response_translator(&req);
     Ok(Forward {
         cluster: provider.common().cluster.clone(),
         upstream,
-        exchange: Exchange {
-            provider: model.provider,
-            model: model_idx,
-            caller: pending.caller,
-            stream: req.stream,
+        exchange: Exchange::new(
+            model.provider,
+            model_idx,
+            pending.caller,
+            req.stream,
             translator,
-            error: None,
-        },
+            shape,
+        ),
     })
 }
 
 impl Exchange {
+    /// The answer handling of a forwarded request; errors are mapped into
+    /// `shape`.
+    pub fn new(
+        provider: usize,
+        model: usize,
+        caller: usize,
+        stream: bool,
+        translator: Box<dyn ResponseTranslator>,
+        shape: ErrorShape,
+    ) -> Self {
+        Exchange {
+            provider,
+            model,
+            caller,
+            stream,
+            translator,
+            error: None,
+            shape,
+        }
+    }
+
     /// The answer's headers arrived. `from_upstream` is false when Envoy
     /// made the answer itself (no healthy upstream, timeout, reset).
     pub fn on_response_head(
@@ -403,24 +473,35 @@ impl Exchange {
             return head;
         }
         head.remove.push("content-length");
-        head.buffer = !self.stream;
+        // Non-streamed answers are held whole only when the provider must
+        // rewrite them; OpenAI-shaped ones go out as they arrive.
+        head.buffer = !self.stream && self.translator.needs_whole_body();
         head
     }
 
     /// A chunk of a streamed (not buffered) answer.
     pub fn on_stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        if !self.stream {
+            // A non-streamed answer forwarded as it arrives (see on_response_head).
+            self.translator.body_chunk(chunk, end_of_stream);
+            return None;
+        }
         self.translator.stream_chunk(chunk, end_of_stream)
     }
 
     /// The whole buffered answer.
     pub fn on_full_body(&mut self, cfg: &Config, body: &[u8]) -> Option<Vec<u8>> {
         match self.error {
-            Some(ErrorKind::Provider(s)) => {
-                Some(cfg.providers[self.provider].map_error(s, body).body())
-            }
+            Some(ErrorKind::Provider(s)) => Some(
+                self.shape
+                    .body(&cfg.providers[self.provider].map_error(s, body)),
+            ),
             Some(ErrorKind::Envoy(s)) => {
                 let name = &cfg.providers[self.provider].common().name;
-                Some(error::map_envoy_local_reply(name, s, body).body())
+                Some(
+                    self.shape
+                        .body(&error::map_envoy_local_reply(name, s, body)),
+                )
             }
             None => self.translator.full_body(body),
         }
@@ -619,6 +700,7 @@ mod tests {
             caller: 0,
             via: Via::Key,
             endpoint: e,
+            client_headers: Vec::new(),
         }
     }
 

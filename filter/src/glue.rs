@@ -158,7 +158,11 @@ impl HttpContext for Http {
             }
             Head::Reply(r) => self.reply(r),
             Head::NeedBody(p) => {
-                for h in gateway::STRIP_REQUEST_HEADERS {
+                for h in gateway::STRIP_REQUEST_HEADERS
+                    .iter()
+                    .copied()
+                    .chain(cfg.identity_headers())
+                {
                     set_header(MapType::HttpRequestHeaders, h, None);
                 }
                 self.state = State::AwaitBody(p);
@@ -180,7 +184,9 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         if body_size > cfg.max_body_bytes {
-            return self.reply(gateway::too_large(&cfg).into());
+            // In the shape of the endpoint's API (Anthropic's on /messages).
+            let r = gateway::too_large_for(&cfg, pending.endpoint);
+            return self.reply(r);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -252,10 +258,24 @@ impl HttpContext for Http {
         if let Some(id) = &self.request_id {
             set_header(m, "x-request-id", Some(id));
         }
-        for (k, v) in &head.set {
-            if end_of_stream && k == "content-type" {
-                continue;
+        if end_of_stream && (status >= 400 || !from_upstream) {
+            // An error without a body: answer with the mapped error instead
+            // (Envoy replaces the response; its headers have not gone out).
+            let body = ex.on_full_body(&cfg, &[]).unwrap_or_default();
+            let mut headers: Vec<(String, String)> = head.set.clone();
+            for h in ["retry-after", "retry-after-ms"] {
+                if let Some(v) = header(m, h) {
+                    headers.push((h.to_string(), v));
+                }
             }
+            let status = head.status.unwrap_or(status);
+            return self.reply(Reply {
+                status,
+                headers,
+                body,
+            });
+        }
+        for (k, v) in &head.set {
             set_header(m, k, Some(v));
         }
         if !end_of_stream {

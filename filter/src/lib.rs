@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod frontdoor;
 pub mod gateway;
 pub mod glob;
 pub mod providers;

@@ -16,6 +16,11 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API (`POST {prefix}/messages`), see
+    /// [`crate::frontdoor::anthropic_messages`].
+    Messages,
+    /// Anthropic's token counting (`POST {prefix}/messages/count_tokens`).
+    CountTokens,
 }
 
 impl Endpoint {
@@ -25,11 +30,22 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
         }
     }
 
-    /// Top-level parameters the OpenAI API knows for this endpoint. Used by
-    /// providers that reject unknown parameters the way OpenAI does.
+    /// The client speaks Anthropic's API on this endpoint (its errors are in
+    /// Anthropic's shape).
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::CountTokens)
+    }
+
+    /// Top-level parameters the client's API knows for this endpoint: the
+    /// OpenAI API's for the OpenAI endpoints (used by providers that reject
+    /// unknown parameters the way OpenAI does), Anthropic's for `Messages`
+    /// and `CountTokens` (including the beta ones an `anthropic-beta` header
+    /// unlocks).
     pub fn known_params(self) -> &'static [&'static str] {
         match self {
             Endpoint::ChatCompletions => &[
@@ -89,6 +105,42 @@ impl Endpoint {
                 "user",
             ],
             Endpoint::Embeddings => &["model", "input", "dimensions", "encoding_format", "user"],
+            Endpoint::Messages => &[
+                "model",
+                "messages",
+                "max_tokens",
+                "cache_control",
+                "container",
+                "context_management",
+                "inference_geo",
+                "mcp_servers",
+                "metadata",
+                "output_config",
+                "output_format",
+                "service_tier",
+                "stop_sequences",
+                "stream",
+                "system",
+                "temperature",
+                "thinking",
+                "tool_choice",
+                "tools",
+                "top_k",
+                "top_p",
+            ],
+            Endpoint::CountTokens => &[
+                "model",
+                "messages",
+                "cache_control",
+                "context_management",
+                "mcp_servers",
+                "output_config",
+                "output_format",
+                "system",
+                "thinking",
+                "tool_choice",
+                "tools",
+            ],
         }
     }
 }
@@ -140,6 +192,15 @@ fn type_error(param: &str, expected: &str) -> ApiError {
         param,
         "invalid_type",
         format!("Invalid type for '{param}': expected {expected}."),
+    )
+}
+
+/// A missing field, worded as Anthropic words it (`max_tokens: Field required`).
+fn anthropic_missing(param: &str) -> ApiError {
+    ApiError::invalid_param(
+        param,
+        "missing_required_parameter",
+        format!("{param}: Field required"),
     )
 }
 
@@ -211,6 +272,9 @@ impl<'a> ClientRequest<'a> {
                 _ => return Err(type_error("stream", "a boolean")),
             }
         }
+        if self.endpoint.is_anthropic() {
+            return self.validate_anthropic();
+        }
         if let Some(raw) = self.field("stream_options") {
             match as_json(raw) {
                 Some(serde_json::Value::Null) => {}
@@ -242,7 +306,72 @@ impl<'a> ClientRequest<'a> {
             Endpoint::ChatCompletions => self.validate_messages(),
             Endpoint::Completions => self.validate_prompt(),
             Endpoint::Embeddings => self.validate_input(),
+            Endpoint::Messages | Endpoint::CountTokens => self.validate_anthropic(),
         }
+    }
+
+    /// Anthropic's Messages (and count_tokens) body: the checks the gateway
+    /// needs before it routes (the provider, or the translation, checks the
+    /// rest). Ranges are Anthropic's: temperature and top_p 0–1, top_k ≥ 0,
+    /// max_tokens ≥ 0 (0 only warms the prompt cache) and required on
+    /// `Messages`, roles `user`/`assistant` only.
+    fn validate_anthropic(&self) -> Result<(), ApiError> {
+        self.check_number("temperature", 0.0, 1.0)?;
+        self.check_number("top_p", 0.0, 1.0)?;
+        self.check_int("top_k", 0, u32::MAX as u64)?;
+        if self.endpoint == Endpoint::Messages {
+            if self.field("max_tokens").is_none() {
+                return Err(anthropic_missing("max_tokens"));
+            }
+            self.check_int("max_tokens", 0, u32::MAX as u64)?;
+        }
+        let raw = self
+            .field("messages")
+            .ok_or_else(|| anthropic_missing("messages"))?;
+        let msgs: Vec<&RawValue> = serde_json::from_str(raw.get())
+            .map_err(|_| type_error("messages", "an array of message objects"))?;
+        if msgs.is_empty() {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "empty_array",
+                "messages: at least one message is required.",
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Msg<'a> {
+            role: Option<serde_json::Value>,
+            #[serde(borrow)]
+            content: Option<&'a RawValue>,
+        }
+        for (i, m) in msgs.iter().enumerate() {
+            let msg: Msg<'_> = serde_json::from_str(m.get())
+                .map_err(|_| type_error(&format!("messages[{i}]"), "an object"))?;
+            match msg.role {
+                Some(serde_json::Value::String(r)) if r == "user" || r == "assistant" => {}
+                Some(_) => {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].role"),
+                        "invalid_value",
+                        format!("messages.{i}.role: Input should be 'user' or 'assistant'."),
+                    ))
+                }
+                None => return Err(anthropic_missing(&format!("messages.{i}.role"))),
+            }
+            match msg
+                .content
+                .map(|c| c.get().trim_start().as_bytes().first().copied())
+            {
+                Some(Some(b'"')) | Some(Some(b'[')) => {}
+                Some(_) => {
+                    return Err(type_error(
+                        &format!("messages[{i}].content"),
+                        "a string or an array of content blocks",
+                    ))
+                }
+                None => return Err(anthropic_missing(&format!("messages.{i}.content"))),
+            }
+        }
+        Ok(())
     }
 
     fn check_number(&self, name: &str, lo: f64, hi: f64) -> Result<(), ApiError> {

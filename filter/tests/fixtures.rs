@@ -2,19 +2,29 @@
 //! Walks every translation fixture under `testdata/<provider>/<case>/`.
 //!
 //! A case holds:
-//! - `client_request.json`: `{"path", "headers"?, "body"}` as the client sends it
-//!   (`headers` defaults to the fixture caller's bearer key);
+//! - `client_request.json`: `{"path", "headers"?, "extra_headers"?, "body"}` as
+//!   the client sends it: `path` picks the endpoint (`/v1/chat/completions`,
+//!   `/v1/messages`, `/v1/messages/count_tokens`, …); `headers` defaults to the
+//!   fixture caller's bearer key and a JSON content-type; `extra_headers` are
+//!   added to those (e.g. `anthropic-version`, `anthropic-beta`);
 //! - `upstream_request.json`: `{"cluster", "path", "authority", "headers"?, "body"}`
 //!   expected upstream (headers listed must be set to those values; a header
 //!   given as null must not be set) — absent when the gateway answers itself;
 //! - `upstream_response.json` (`{"status", "body"}`) or `upstream_response.sse`
 //!   (a 200 event stream, bytes);
-//! - `client_response.json` (`{"status", "body"}`) or `client_response.sse`.
+//! - `client_response.json` (`{"status", "headers"?, "body"}`; `headers`, checked
+//!   on the gateway's own replies, must be among the reply's headers) or
+//!   `client_response.sse`.
+//!
+//! - `usage.json` (optional): `{"prompt_tokens", "completion_tokens",
+//!   "total_tokens", "cached_tokens"}` the exchange must report for quotas
+//!   once the answer is through.
 //!
 //! Streams are fed whole, split at every byte position, and byte by byte; the
 //! client must see the same bytes each time.
 //! All cases share `testdata/config.json` (env `VLLM_API_KEY=vllm-test-key`,
-//! `ANTHROPIC_API_KEY=anthropic-test-key`).
+//! `ANTHROPIC_API_KEY=anthropic-test-key`). `testdata/messages/` holds the
+//! cases of the Anthropic Messages front door, across all providers.
 
 use llm_gateway::auth::RequestView;
 use llm_gateway::config::Config;
@@ -89,6 +99,51 @@ fn assert_json_eq(what: &str, case: &Path, got: &[u8], want: &Value) {
     assert_eq!(&got, want, "{}: {what}", case.display());
 }
 
+/// A reply the gateway gave itself, against `client_response.json`.
+fn check_local_reply(case: &Path, r: &gateway::Reply) {
+    let want = read_json(&case.join("client_response.json"));
+    assert_eq!(
+        u64::from(r.status),
+        want["status"].as_u64().unwrap(),
+        "{}: status",
+        case.display()
+    );
+    assert_json_eq("local reply", case, &r.body, &want["body"]);
+    if let Some(Value::Object(h)) = want.get("headers") {
+        for (k, v) in h {
+            let got = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str());
+            assert_eq!(got, v.as_str(), "{}: reply header {k}", case.display());
+        }
+    }
+    assert!(
+        !case.join("upstream_request.json").exists(),
+        "{}: no upstream expected",
+        case.display()
+    );
+}
+
+fn check_usage(case: &Path, ex: &Exchange, what: &str) {
+    let p = case.join("usage.json");
+    if !p.exists() {
+        return;
+    }
+    let want = read_json(&p);
+    let got = ex
+        .usage()
+        .unwrap_or_else(|| panic!("{}: no usage ({what})", case.display()));
+    let got = serde_json::json!({
+        "prompt_tokens": got.prompt_tokens,
+        "completion_tokens": got.completion_tokens,
+        "total_tokens": got.total_tokens,
+        "cached_tokens": got.cached_tokens,
+    });
+    assert_eq!(got, want, "{}: usage ({what})", case.display());
+}
+
 fn feed_stream(ex: &mut Exchange, chunks: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![];
     for c in chunks {
@@ -114,6 +169,11 @@ fn run_case(cfg: &Config, case: &Path) {
             headers.insert("content-type".into(), "application/json".into());
         }
     }
+    if let Some(Value::Object(h)) = client.get("extra_headers") {
+        for (k, v) in h {
+            headers.insert(k.clone(), v.as_str().unwrap().to_string());
+        }
+    }
     let view = View(headers);
     let want_client_json = case.join("client_response.json");
     let want_client_sse = case.join("client_response.sse");
@@ -121,38 +181,14 @@ fn run_case(cfg: &Config, case: &Path) {
     let pending = match gateway::on_request_head(cfg, &view, "POST", path, false) {
         Head::NeedBody(p) => p,
         Head::Reply(r) => {
-            let want = read_json(&want_client_json);
-            assert_eq!(
-                u64::from(r.status),
-                want["status"].as_u64().unwrap(),
-                "{}: status",
-                case.display()
-            );
-            assert_json_eq("local reply", case, &r.body, &want["body"]);
-            assert!(
-                !case.join("upstream_request.json").exists(),
-                "{}: no upstream expected",
-                case.display()
-            );
+            check_local_reply(case, &r);
             return;
         }
         Head::PassThrough => panic!("{}: path not handled", case.display()),
     };
     let fwd = match gateway::on_request_body(cfg, &pending, &body) {
         Err(r) => {
-            let want = read_json(&want_client_json);
-            assert_eq!(
-                u64::from(r.status),
-                want["status"].as_u64().unwrap(),
-                "{}: status",
-                case.display()
-            );
-            assert_json_eq("local reply", case, &r.body, &want["body"]);
-            assert!(
-                !case.join("upstream_request.json").exists(),
-                "{}: no upstream expected",
-                case.display()
-            );
+            check_local_reply(case, &r);
             return;
         }
         Ok(f) => f,
@@ -224,6 +260,7 @@ fn run_case(cfg: &Config, case: &Path) {
                 "{}: stream (split variant {n})",
                 case.display()
             );
+            check_usage(case, &ex, &format!("split variant {n}"));
         }
         return;
     }
@@ -243,12 +280,37 @@ fn run_case(cfg: &Config, case: &Path) {
         "{}: client status",
         case.display()
     );
-    assert!(
-        head.buffer,
-        "{}: non-stream answers are read whole",
-        case.display()
-    );
-    let out = ex.on_full_body(cfg, &resp_body).unwrap_or(resp_body);
+    let out = if head.buffer {
+        let out = ex.on_full_body(cfg, &resp_body).unwrap_or(resp_body);
+        check_usage(case, &ex, "whole answer");
+        out
+    } else {
+        // Forwarded as it arrives: the bytes are unchanged and the usage is
+        // still read, whatever the chunking.
+        assert!(status < 400, "{}: errors are read whole", case.display());
+        let want_usage = llm_gateway::usage::openai_usage(&resp_body);
+        for size in [1, 7, resp_body.len().max(1)] {
+            let f = gateway::on_request_body(cfg, &pending, &body).ok().unwrap();
+            let mut ex2 = f.exchange;
+            ex2.on_response_head(cfg, status, true);
+            for c in resp_body.chunks(size) {
+                assert_eq!(
+                    ex2.on_stream_chunk(c, false),
+                    None,
+                    "{}: forwarded unchanged",
+                    case.display()
+                );
+            }
+            assert_eq!(ex2.on_stream_chunk(b"", true), None);
+            assert_eq!(
+                ex2.usage(),
+                want_usage,
+                "{}: usage (chunks of {size})",
+                case.display()
+            );
+        }
+        resp_body
+    };
     assert_json_eq("client body", case, &out, &want["body"]);
 }
 
@@ -273,10 +335,16 @@ fn every_fixture() {
             .to_string();
         *by_provider.entry(p).or_default() += 1;
     }
-    for p in ["openai", "azure", "openai_compatible", "anthropic"] {
+    for (p, min) in [
+        ("openai", 5),
+        ("azure", 5),
+        ("openai_compatible", 5),
+        ("anthropic", 5),
+        ("messages", 15),
+    ] {
         assert!(
-            by_provider.get(p).copied().unwrap_or(0) >= 5,
-            "provider {p} needs fixtures: {by_provider:?}"
+            by_provider.get(p).copied().unwrap_or(0) >= min,
+            "{p} needs at least {min} fixtures: {by_provider:?}"
         );
     }
 }

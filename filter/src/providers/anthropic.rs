@@ -83,7 +83,8 @@
 mod request;
 mod response;
 mod stream;
-mod types;
+/// Shared with the Messages front door ([`crate::frontdoor::anthropic_messages`]).
+pub(crate) mod types;
 
 use super::openai_shaped;
 use super::{
@@ -245,6 +246,7 @@ mod tests {
             caller: 0,
             via: Via::Key,
             endpoint: Endpoint::ChatCompletions,
+            client_headers: Vec::new(),
         };
         let Ok(mut f) = on_request_body(
             &c,

@@ -3,7 +3,7 @@
 //! Adding a provider is one new file here and one entry in [`ProviderKind`]
 //! (its name, and the arm in [`ProviderKind::build`]).
 
-mod anthropic;
+pub(crate) mod anthropic;
 mod azure;
 mod openai;
 mod openai_compatible;
@@ -141,6 +141,15 @@ pub trait ResponseTranslator {
     /// A chunk of a successful streamed answer. `None` forwards the chunk
     /// unchanged; `Some(bytes)` replaces it.
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>>;
+    /// Whether a successful non-streamed answer must be held whole and given
+    /// to [`full_body`](Self::full_body) (translating providers), or may be
+    /// forwarded as it arrives through [`body_chunk`](Self::body_chunk).
+    fn needs_whole_body(&self) -> bool {
+        true
+    }
+    /// A chunk of a successful non-streamed answer that is forwarded as it
+    /// arrives (only when `needs_whole_body` is false).
+    fn body_chunk(&mut self, _chunk: &[u8], _end_of_stream: bool) {}
     /// The whole body of a successful non-streamed answer.
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>>;
     /// Token usage seen so far (final once the answer has ended).

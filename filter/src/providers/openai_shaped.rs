@@ -7,7 +7,7 @@ use crate::config::{ConfigError, Model};
 use crate::error::ApiError;
 use crate::request::ClientRequest;
 use crate::sse::{SseEvent, SseParser};
-use crate::usage::{openai_usage, Usage};
+use crate::usage::{openai_usage, Tail, Usage};
 
 /// The body for an OpenAI-shaped provider: the model renamed (targeted
 /// edit), unknown parameters handled per the provider's setting.
@@ -71,6 +71,8 @@ pub struct PassThrough {
     usage: Option<Usage>,
     saw_event: bool,
     done: bool,
+    /// End of a non-streamed answer, for its usage.
+    tail: Tail,
 }
 
 impl PassThrough {
@@ -127,6 +129,17 @@ impl ResponseTranslator for PassThrough {
         None
     }
 
+    fn needs_whole_body(&self) -> bool {
+        false
+    }
+
+    fn body_chunk(&mut self, chunk: &[u8], end_of_stream: bool) {
+        self.tail.push(chunk);
+        if end_of_stream {
+            self.usage = self.tail.usage();
+        }
+    }
+
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         self.usage = openai_usage(body);
         None
@@ -162,6 +175,15 @@ mod tests {
         let end = t.stream_chunk(b"", true).unwrap();
         let s = String::from_utf8(end).unwrap();
         assert!(s.contains("upstream_stream_incomplete"), "{s}");
+    }
+
+    #[test]
+    fn forwarded_body_usage() {
+        let mut t = PassThrough::new();
+        assert!(!t.needs_whole_body());
+        t.body_chunk(br#"{"data":[],"usage":{"prompt_tok"#, false);
+        t.body_chunk(br#"ens":4,"total_tokens":4}}"#, true);
+        assert_eq!(t.usage().unwrap().prompt_tokens, 4);
     }
 
     #[test]
