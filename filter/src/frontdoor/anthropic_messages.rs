@@ -118,9 +118,9 @@
 //! # Not done
 //!
 //! Citations, search results, server tools and files by id have no
-//! OpenAI-shaped counterpart; the client's `anthropic-version` and
-//! `anthropic-beta` headers reach OpenAI-shaped providers unchanged (the
-//! gateway sets headers, it does not remove them there; they are ignored).
+//! OpenAI-shaped counterpart (a 400). The client's `anthropic-version` and
+//! `anthropic-beta` headers are removed from every forwarded request and set
+//! again only for an Anthropic provider (`gateway::STRIP_REQUEST_HEADERS`).
 
 pub mod count;
 pub mod native;

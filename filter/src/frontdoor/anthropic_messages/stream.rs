@@ -371,6 +371,12 @@ impl StreamOut {
             self.ended = true;
             return;
         }
+        if chunk.choice().is_none() && chunk.usage.is_none() {
+            // Nothing for the client yet (Azure opens its streams with a
+            // `prompt_filter_results` chunk that has no choices, id or
+            // model): `message_start` waits for a chunk that has them.
+            return;
+        }
         self.start(out, chunk.id.as_deref(), chunk.model.as_deref());
         if let Some(choice) = chunk.choice() {
             if let Some(d) = choice.delta.as_ref().or(choice.message.as_ref()) {
