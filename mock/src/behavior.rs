@@ -18,6 +18,10 @@
 //! | `bytes=N` | reply content is exactly N bytes of filler |
 //! | `chunks=N` | stream the content in exactly N content events |
 //! | `sse_error` | Anthropic streams: an `event: error` (`overloaded_error`) mid-stream, then the end |
+//! | `block` | Gemini/Vertex: the prompt is blocked (`promptFeedback.blockReason: SAFETY`, no candidates) |
+//! | `safety` | Gemini/Vertex: the candidate stops with `finishReason: SAFETY` |
+//! | `stream_exception=NAME` | Bedrock ConverseStream: an exception frame (`:exception-type: NAME`) mid-stream, then the end |
+//! | `badcrc` | Bedrock ConverseStream: one frame carries a wrong message CRC |
 
 use std::time::Duration;
 
@@ -44,6 +48,15 @@ pub struct Behavior {
     pub bytes: Option<usize>,
     pub chunks: Option<usize>,
     pub sse_error: bool,
+    /// Gemini/Vertex: block the prompt (`promptFeedback.blockReason`).
+    pub block: bool,
+    /// Gemini/Vertex: stop the candidate with `finishReason: SAFETY`.
+    pub safety: bool,
+    /// Bedrock ConverseStream: exception frame type sent mid-stream
+    /// (e.g. `throttlingException`).
+    pub stream_exception: Option<String>,
+    /// Bedrock ConverseStream: corrupt one frame's message CRC.
+    pub badcrc: bool,
 }
 
 impl Behavior {
@@ -99,6 +112,12 @@ impl Behavior {
                 "bytes" => self.bytes = v.parse().ok(),
                 "chunks" => self.chunks = v.parse().ok().filter(|n| *n > 0),
                 "sse_error" => self.sse_error = v.is_empty() || v == "1" || v == "true",
+                "block" => self.block = v.is_empty() || v == "1" || v == "true",
+                "safety" => self.safety = v.is_empty() || v == "1" || v == "true",
+                "stream_exception" => {
+                    self.stream_exception = (!v.is_empty()).then(|| v.to_string())
+                }
+                "badcrc" => self.badcrc = v.is_empty() || v == "1" || v == "true",
                 _ => {}
             }
         }
@@ -199,13 +218,15 @@ mod tests {
     #[test]
     fn parses_specs() {
         let mut b = Behavior::default();
-        b.apply_spec("fail=503, stall=20,nodone,chunks=3,bogus=1,throttle=0.5,sse_error");
+        b.apply_spec("fail=503, stall=20,nodone,chunks=3,bogus=1,throttle=0.5,sse_error,block,stream_exception=throttlingException,badcrc");
         assert_eq!(b.fail, Some(503));
         assert_eq!(b.stall, Some(Duration::from_millis(20)));
         assert!(b.nodone);
         assert_eq!(b.chunks, Some(3));
         assert_eq!(b.throttle, Some(0.5));
         assert!(b.sse_error);
+        assert!(b.block && !b.safety && b.badcrc);
+        assert_eq!(b.stream_exception.as_deref(), Some("throttlingException"));
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! | `/ollama/v1/...` | Ollama (OpenAI-compatible API) | [`openai`] |
 //! | `/vllm/v1/...` | vLLM (OpenAI-compatible API) | [`openai`] |
 //! | `/v1/messages[/...]`, `/anthropic/...` | Anthropic Messages API | [`anthropic`] |
+//! | `/v1beta/...`, `/v1/models/{m}:{method}`, `/gemini/...` | Gemini API (AI Studio) | [`gemini`] |
+//! | `/v1/projects/...`, `/v1beta1/projects/...`, `/vertex/...` | Vertex AI | [`gemini`] |
+//! | `/model/...`, `/bedrock/...` | Bedrock runtime | [`bedrock`] |
 //! | `/__mock/...` | control endpoints (health, recorded requests) | here |
 //!
 //! A new provider (Gemini, Bedrock, ...) is one module with an
@@ -17,11 +20,14 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod behavior;
 pub mod body;
+pub mod gemini;
 pub mod openai;
 pub mod record;
 pub mod schema;
+pub mod sigv4;
 pub mod text;
 
 use std::convert::Infallible;
@@ -54,6 +60,9 @@ pub enum Provider {
     Ollama,
     Vllm,
     Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
 }
 
 impl Provider {
@@ -65,6 +74,9 @@ impl Provider {
             Provider::Ollama => "ollama",
             Provider::Vllm => "vllm",
             Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::Vertex => "vertex",
+            Provider::Bedrock => "bedrock",
         }
     }
 }
@@ -83,6 +95,16 @@ pub struct Config {
     pub anthropic_keys: Vec<String>,
     /// Known Azure deployments.
     pub azure_deployments: Vec<String>,
+    /// Accepted Gemini API keys (`x-goog-api-key` or `?key=`).
+    pub gemini_keys: Vec<String>,
+    /// Accepted Vertex AI bearer tokens.
+    pub vertex_tokens: Vec<String>,
+    /// Accepted Bedrock API keys (`Authorization: Bearer`).
+    pub bedrock_api_keys: Vec<String>,
+    /// Access key id whose SigV4 signatures Bedrock accepts.
+    pub aws_access_key_id: String,
+    /// The secret that goes with `aws_access_key_id`.
+    pub aws_secret_access_key: String,
     /// How many requests `/__mock/requests` keeps (0 disables recording).
     pub record_limit: usize,
     /// Log one line per request to stderr.
@@ -100,6 +122,11 @@ impl Default for Config {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            gemini_keys: vec![gemini::DEFAULT_KEY.into()],
+            vertex_tokens: vec![gemini::DEFAULT_VERTEX_TOKEN.into()],
+            bedrock_api_keys: vec![bedrock::DEFAULT_API_KEY.into()],
+            aws_access_key_id: bedrock::DEFAULT_ACCESS_KEY_ID.into(),
+            aws_secret_access_key: bedrock::DEFAULT_SECRET_ACCESS_KEY.into(),
             record_limit: 200,
             verbose: false,
         }
@@ -157,6 +184,9 @@ pub struct Ctx<'a> {
     pub sub: &'a str,
     /// Raw query string (without `?`), empty when absent.
     pub query: &'a str,
+    /// The request target's authority (HTTP/2 `:authority`, or an
+    /// absolute-form HTTP/1 target), when there is one.
+    pub authority: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a Bytes,
 }
@@ -193,6 +223,29 @@ pub fn route(path: &str) -> (Provider, &str) {
     }
     if strip_segment(path, "/v1/messages").is_some() {
         return (Provider::Anthropic, path);
+    }
+    if let Some(rest) = strip_segment(path, "/gemini") {
+        return (Provider::Gemini, rest);
+    }
+    if let Some(rest) = strip_segment(path, "/vertex") {
+        return (Provider::Vertex, rest);
+    }
+    if let Some(rest) = strip_segment(path, "/bedrock") {
+        return (Provider::Bedrock, rest);
+    }
+    if strip_segment(path, "/model").is_some() {
+        return (Provider::Bedrock, path);
+    }
+    if strip_segment(path, "/v1beta").is_some() || strip_segment(path, "/v1alpha").is_some() {
+        return (Provider::Gemini, path);
+    }
+    if strip_segment(path, "/v1/projects").is_some()
+        || strip_segment(path, "/v1beta1/projects").is_some()
+    {
+        return (Provider::Vertex, path);
+    }
+    if gemini::is_studio_v1_method(path) {
+        return (Provider::Gemini, path);
     }
     (Provider::OpenAi, path)
 }
@@ -282,12 +335,15 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         path,
         sub,
         query,
+        authority: parts.uri.authority().map(|a| a.as_str()),
         headers: &parts.headers,
         body: &body,
     };
     match provider {
         Provider::Azure => azure::handle(ctx).await,
         Provider::Anthropic => anthropic::handle(ctx).await,
+        Provider::Gemini | Provider::Vertex => gemini::handle(ctx, provider).await,
+        Provider::Bedrock => bedrock::handle(ctx).await,
         p => openai::handle(ctx, p).await,
     }
 }

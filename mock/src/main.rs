@@ -8,8 +8,9 @@ use llm_mock::{serve, Config};
 
 const USAGE: &str = "\
 usage: llm-mock [--listen ADDR] [--openai-key K]... [--azure-key K]... [--vllm-key K]...
-                [--anthropic-key K]... [--azure-deployment NAME]... [--record-limit N]
-                [--verbose] [--quiet]
+                [--anthropic-key K]... [--azure-deployment NAME]... [--gemini-key K]...
+                [--vertex-token T]... [--bedrock-api-key K]... [--aws-access-key-id ID]
+                [--aws-secret-access-key SECRET] [--record-limit N] [--verbose] [--quiet]
 
   --listen ADDR            address to bind (default 127.0.0.1:18080; port 0 = any free port)
   --openai-key K           accepted OpenAI bearer key; repeatable (default: sk-mock-openai)
@@ -18,6 +19,14 @@ usage: llm-mock [--listen ADDR] [--openai-key K]... [--azure-key K]... [--vllm-k
   --anthropic-key K        accepted Anthropic x-api-key; repeatable (default: sk-ant-mock)
   --azure-deployment NAME  known Azure deployment; repeatable
                            (default: gpt-4o-mini gpt-4o text-embedding-3-small gpt-35-turbo-instruct)
+  --gemini-key K           accepted Gemini API key (x-goog-api-key or ?key=); repeatable
+                           (default: mock-gemini-key)
+  --vertex-token T         accepted Vertex AI bearer token; repeatable (default: mock-vertex-token)
+  --bedrock-api-key K      accepted Bedrock API key (Authorization: Bearer); repeatable
+                           (default: mock-bedrock-key)
+  --aws-access-key-id ID   access key id for Bedrock SigV4 (default: AKIDMOCKEXAMPLE)
+  --aws-secret-access-key SECRET
+                           its secret (default: mock/secret/EXAMPLEKEY)
   --record-limit N         requests kept for GET /__mock/requests (default 200; 0 = off)
   --verbose                log one line per request to stderr
   --quiet                  print nothing but the 'listening' line
@@ -34,6 +43,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
     let mut config = Config::default();
     let (mut openai, mut azure, mut vllm, mut anthropic, mut deployments) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut gemini, mut vertex, mut bedrock) = (Vec::new(), Vec::new(), Vec::new());
     let mut quiet = false;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -55,6 +65,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
             "--vllm-key" => vllm.push(value("--vllm-key")?),
             "--anthropic-key" => anthropic.push(value("--anthropic-key")?),
             "--azure-deployment" => deployments.push(value("--azure-deployment")?),
+            "--gemini-key" => gemini.push(value("--gemini-key")?),
+            "--vertex-token" => vertex.push(value("--vertex-token")?),
+            "--bedrock-api-key" => bedrock.push(value("--bedrock-api-key")?),
+            "--aws-access-key-id" => config.aws_access_key_id = value("--aws-access-key-id")?,
+            "--aws-secret-access-key" => {
+                config.aws_secret_access_key = value("--aws-secret-access-key")?
+            }
             "--record-limit" => {
                 config.record_limit = value("--record-limit")?
                     .parse()
@@ -77,6 +94,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
     }
     if !deployments.is_empty() {
         config.azure_deployments = deployments;
+    }
+    if !gemini.is_empty() {
+        config.gemini_keys = gemini;
+    }
+    if !vertex.is_empty() {
+        config.vertex_tokens = vertex;
+    }
+    if !bedrock.is_empty() {
+        config.bedrock_api_keys = bedrock;
     }
     Ok(Some(Cli {
         listen,
@@ -147,12 +173,16 @@ fn main() -> ExitCode {
         if !cli.quiet {
             let c = &cli.config;
             eprintln!(
-                "llm-mock: openai keys: {}, azure keys: {}, vllm auth: {}, anthropic keys: {}, azure deployments: {}",
+                "llm-mock: openai keys: {}, azure keys: {}, vllm auth: {}, anthropic keys: {}, azure deployments: {}, gemini keys: {}, vertex tokens: {}, bedrock api keys: {}, aws access key id: {}",
                 c.openai_keys.len(),
                 c.azure_keys.len(),
                 if c.vllm_keys.is_empty() { "off" } else { "on" },
                 c.anthropic_keys.len(),
-                c.azure_deployments.join(" ")
+                c.azure_deployments.join(" "),
+                c.gemini_keys.len(),
+                c.vertex_tokens.len(),
+                c.bedrock_api_keys.len(),
+                c.aws_access_key_id
             );
         }
         let mut out = std::io::stdout().lock();
@@ -189,6 +219,32 @@ mod tests {
         assert!(c.config.vllm_keys.is_empty());
         assert_eq!(c.config.anthropic_keys, vec!["sk-ant-mock"]);
         assert_eq!(c.config.azure_deployments.len(), 4);
+        assert_eq!(c.config.gemini_keys, vec!["mock-gemini-key"]);
+        assert_eq!(c.config.vertex_tokens, vec!["mock-vertex-token"]);
+        assert_eq!(c.config.bedrock_api_keys, vec!["mock-bedrock-key"]);
+        assert_eq!(c.config.aws_access_key_id, "AKIDMOCKEXAMPLE");
+        assert_eq!(c.config.aws_secret_access_key, "mock/secret/EXAMPLEKEY");
+    }
+
+    #[test]
+    fn cloud_flags() {
+        let c = parse(&[
+            "--gemini-key",
+            "g1",
+            "--gemini-key=g2",
+            "--vertex-token",
+            "ya29.t",
+            "--bedrock-api-key",
+            "b1",
+            "--aws-access-key-id",
+            "AKIDX",
+            "--aws-secret-access-key=s/x",
+        ]);
+        assert_eq!(c.config.gemini_keys, vec!["g1", "g2"]);
+        assert_eq!(c.config.vertex_tokens, vec!["ya29.t"]);
+        assert_eq!(c.config.bedrock_api_keys, vec!["b1"]);
+        assert_eq!(c.config.aws_access_key_id, "AKIDX");
+        assert_eq!(c.config.aws_secret_access_key, "s/x");
     }
 
     #[test]

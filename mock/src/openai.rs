@@ -383,7 +383,11 @@ impl Dialect<'_> {
                 text::hex_id(text::fnv1a(model.as_bytes()), 10)
             )),
             Provider::Ollama => Some("fp_ollama".to_string()),
-            Provider::Vllm | Provider::Anthropic => None,
+            Provider::Vllm
+            | Provider::Anthropic
+            | Provider::Gemini
+            | Provider::Vertex
+            | Provider::Bedrock => None,
         }
     }
 
@@ -616,8 +620,8 @@ fn check_auth(state: &State, provider: Provider, headers: &HeaderMap) -> Option<
                 )),
             }
         }
-        // Ollama has no auth; Azure and Anthropic have their own modules.
-        Provider::Ollama | Provider::Azure | Provider::Anthropic => None,
+        // Ollama has no auth; the others have their own modules.
+        _ => None,
     }
 }
 
@@ -839,7 +843,7 @@ fn add_headers(
         Provider::Vllm => {
             set(h, "server", "uvicorn");
         }
-        Provider::Ollama | Provider::Azure | Provider::Anthropic => {}
+        _ => {}
     }
     resp
 }
@@ -2732,7 +2736,7 @@ pub fn embeddings(
             },
             model.contains("text-embedding-3"),
         ),
-        Provider::Ollama | Provider::Vllm | Provider::Anthropic => (COMPAT_EMBEDDING_DIMS, true),
+        _ => (COMPAT_EMBEDDING_DIMS, true),
     };
     let dims = match present(m, "dimensions") {
         None => default_dims,
