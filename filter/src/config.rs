@@ -569,7 +569,7 @@ impl Config {
                 credential,
                 unknown_params: p.unknown_params.unwrap_or(d.unknown_params),
             };
-            let built = p.kind.build(common, p.options.as_ref(), &path)?;
+            let built = p.kind.build(common, p.options.as_ref(), &path, env)?;
             provider_index.insert(p.name, providers.len());
             providers.push(built);
         }

@@ -28,15 +28,17 @@ impl From<ApiError> for Reply {
     }
 }
 
-/// Headers removed from every request the filter forwards: the caller's
-/// credentials (replaced by the provider's) and `accept-encoding` (the filter
+/// Headers removed from every request the filter forwards: credentials a
+/// caller may send (replaced by the provider's) and `accept-encoding` (the filter
 /// reads the answer, so it must not come compressed). `content-length` is set
 /// again to the new body's length. Anthropic's version headers are carried in `Pending::client_headers` and
 /// set again only for an Anthropic provider.
-pub const STRIP_REQUEST_HEADERS: [&str; 6] = [
+pub const STRIP_REQUEST_HEADERS: [&str; 8] = [
     "authorization",
     "api-key",
     "x-api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
     "accept-encoding",
     "anthropic-version",
     "anthropic-beta",
@@ -68,6 +70,18 @@ pub struct Forward {
     pub cluster: String,
     pub upstream: UpstreamRequest,
     pub exchange: Exchange,
+}
+
+impl Forward {
+    /// Sign the upstream request for providers that sign requests
+    /// themselves (Bedrock's SigV4; the others do nothing). `now_unix_seconds`
+    /// is the host clock's time (fixed in tests). Call once, last: nothing
+    /// may change the request afterwards.
+    pub fn sign(&mut self, cfg: &Config, now_unix_seconds: u64) -> Result<(), Reply> {
+        cfg.providers[self.exchange.provider]
+            .sign(&mut self.upstream, now_unix_seconds)
+            .map_err(|e| self.exchange.shape.reply(e))
+    }
 }
 
 /// One forwarded request's answer handling.
@@ -473,6 +487,9 @@ impl Exchange {
             return head;
         }
         head.remove.push("content-length");
+        if let Some(ct) = self.translator.content_type() {
+            head.set.push(("content-type".into(), ct.into()));
+        }
         // Non-streamed answers are held whole only when the provider must
         // rewrite them; OpenAI-shaped ones go out as they arrive.
         head.buffer = !self.stream && self.translator.needs_whole_body();
@@ -509,6 +526,12 @@ impl Exchange {
 
     pub fn usage(&self) -> Option<Usage> {
         self.translator.usage()
+    }
+
+    /// The provider's response headers (`get` looks one up by lower-case
+    /// name); call before `on_response_head`.
+    pub fn response_headers(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        self.translator.response_headers(get);
     }
 
     /// The current time (Unix seconds), for the `created` field of answers

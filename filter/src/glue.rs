@@ -103,6 +103,15 @@ fn set_header(map: MapType, name: &str, value: Option<&str>) {
     }
 }
 
+/// The host clock, Unix seconds (0 if the host cannot tell).
+fn now_unix_seconds() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl RequestView for Host {
     fn header(&self, name: &str) -> Option<String> {
         header(MapType::HttpRequestHeaders, name)
@@ -196,7 +205,9 @@ impl HttpContext for Http {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
-        match gateway::on_request_body(&cfg, &pending, &body) {
+        let forward = gateway::on_request_body(&cfg, &pending, &body)
+            .and_then(|mut f| f.sign(&cfg, now_unix_seconds()).map(|()| f));
+        match forward {
             Err(r) => self.reply(r),
             Ok(f) => {
                 let m = MapType::HttpRequestHeaders;
@@ -245,14 +256,15 @@ impl HttpContext for Http {
             .flatten()
             .map(|d| d == b"via_upstream")
             .unwrap_or(true);
-        if let Ok(now) = hostcalls::get_current_time() {
-            if let Ok(d) = now.duration_since(std::time::UNIX_EPOCH) {
-                ex.set_created(d.as_secs());
-            }
-        }
+        ex.set_created(now_unix_seconds());
+        ex.response_headers(&|name| header(m, name));
         let head = ex.on_response_head(&cfg, status, from_upstream);
-        // The provider's own request id (OpenAI: x-request-id, Anthropic: request-id).
-        if let Some(upstream_id) = header(m, "x-request-id").or_else(|| header(m, "request-id")) {
+        // The provider's own request id (OpenAI: x-request-id, Anthropic:
+        // request-id, AWS: x-amzn-requestid).
+        if let Some(upstream_id) = header(m, "x-request-id")
+            .or_else(|| header(m, "request-id"))
+            .or_else(|| header(m, "x-amzn-requestid"))
+        {
             set_header(m, "x-llm-upstream-request-id", Some(&upstream_id));
         }
         if let Some(id) = &self.request_id {

@@ -10,8 +10,13 @@
 //! - `upstream_request.json`: `{"cluster", "path", "authority", "headers"?, "body"}`
 //!   expected upstream (headers listed must be set to those values; a header
 //!   given as null must not be set) — absent when the gateway answers itself;
-//! - `upstream_response.json` (`{"status", "body"}`) or `upstream_response.sse`
-//!   (a 200 event stream, bytes);
+//! - `upstream_response.json` (`{"status", "body"}`), `upstream_response.sse`
+//!   (a 200 event stream, bytes) or `upstream_response.eventstream` (a 200
+//!   AWS binary event stream, `application/vnd.amazon.eventstream`: Bedrock;
+//!   the client must get `text/event-stream`);
+//! - `upstream_response_headers.json` (optional): `{"name": "value"}` response
+//!   headers the provider sends (lower-case names), given to the exchange
+//!   before the status;
 //! - `client_response.json` (`{"status", "headers"?, "body"}`; `headers`, checked
 //!   on the gateway's own replies, must be among the reply's headers) or
 //!   `client_response.sse`.
@@ -21,10 +26,14 @@
 //!   once the answer is through.
 //!
 //! Streams are fed whole, split at every byte position, and byte by byte; the
-//! client must see the same bytes each time.
+//! client must see the same bytes each time. Requests are signed (SigV4
+//! providers) at the fixed time [`NOW`].
 //! All cases share `testdata/config.json` (env `VLLM_API_KEY=vllm-test-key`,
-//! `ANTHROPIC_API_KEY=anthropic-test-key`). `testdata/messages/` holds the
-//! cases of the Anthropic Messages front door, across all providers.
+//! `ANTHROPIC_API_KEY=anthropic-test-key`, `GEMINI_API_KEY=gemini-test-key`,
+//! `BEDROCK_API_KEY=bedrock-test-key`, and AWS's SigV4 test-suite keys
+//! `AWS_ACCESS_KEY_ID=AKIDEXAMPLE`, `AWS_SECRET_ACCESS_KEY=wJalr…` with a
+//! made-up `AWS_SESSION_TOKEN`). `testdata/messages/` holds the cases of the Anthropic Messages front door,
+//! across all providers.
 
 use llm_gateway::auth::RequestView;
 use llm_gateway::config::Config;
@@ -35,6 +44,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const CALLER_KEY: &str = "sk-fixture-caller";
+
+/// The time requests are signed at (SigV4), Unix seconds: 2015-08-30T12:36:00Z,
+/// the time of AWS's SigV4 test suite.
+const NOW: u64 = 1_440_938_160;
+
+const AWS_SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLEfixtureSessionToken";
 
 struct View(HashMap<String, String>);
 
@@ -61,6 +76,12 @@ fn config() -> Config {
     Config::parse(&bytes, &|name| match name {
         "VLLM_API_KEY" => Some("vllm-test-key".to_string()),
         "ANTHROPIC_API_KEY" => Some("anthropic-test-key".to_string()),
+        // AWS's SigV4 test-suite credentials (and a made-up session token).
+        "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".to_string()),
+        "AWS_SECRET_ACCESS_KEY" => Some("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_string()),
+        "AWS_SESSION_TOKEN" => Some(AWS_SESSION_TOKEN.to_string()),
+        "BEDROCK_API_KEY" => Some("bedrock-test-key".to_string()),
+        "GEMINI_API_KEY" => Some("gemini-test-key".to_string()),
         _ => None,
     })
     .unwrap_or_else(|e| panic!("testdata/config.json: {e}"))
@@ -186,13 +207,20 @@ fn run_case(cfg: &Config, case: &Path) {
         }
         Head::PassThrough => panic!("{}: path not handled", case.display()),
     };
-    let fwd = match gateway::on_request_body(cfg, &pending, &body) {
+    let fwd = match gateway::on_request_body(cfg, &pending, &body)
+        .and_then(|mut f| f.sign(cfg, NOW).map(|()| f))
+    {
         Err(r) => {
             check_local_reply(case, &r);
             return;
         }
         Ok(f) => f,
     };
+    let resp_headers: HashMap<String, String> = match case.join("upstream_response_headers.json") {
+        p if p.exists() => serde_json::from_value(read_json(&p)).unwrap(),
+        _ => HashMap::new(),
+    };
+    let get_header = |n: &str| resp_headers.get(n).cloned();
 
     let up = read_json(&case.join("upstream_request.json"));
     assert_eq!(
@@ -235,8 +263,10 @@ fn run_case(cfg: &Config, case: &Path) {
     assert_json_eq("upstream body", case, &fwd.upstream.body, &up["body"]);
 
     let sse_in = case.join("upstream_response.sse");
-    if sse_in.exists() {
-        let stream = fs::read(&sse_in).unwrap();
+    let eventstream_in = case.join("upstream_response.eventstream");
+    let binary = eventstream_in.exists();
+    if sse_in.exists() || binary {
+        let stream = fs::read(if binary { &eventstream_in } else { &sse_in }).unwrap();
         let want = fs::read(&want_client_sse)
             .unwrap_or_else(|e| panic!("{}: client_response.sse: {e}", case.display()));
         let mut splits: Vec<Vec<&[u8]>> = vec![vec![&stream[..]], stream.chunks(1).collect()];
@@ -247,12 +277,21 @@ fn run_case(cfg: &Config, case: &Path) {
         for (n, chunks) in splits.iter().enumerate() {
             let f = gateway::on_request_body(cfg, &pending, &body).ok().unwrap();
             let mut ex = f.exchange;
+            ex.response_headers(&get_header);
             let head = ex.on_response_head(cfg, 200, true);
             assert!(
                 !head.buffer,
                 "{}: a stream must not be buffered",
                 case.display()
             );
+            if binary {
+                assert!(
+                    head.set
+                        .contains(&("content-type".into(), "text/event-stream".into())),
+                    "{}: a translated event stream is SSE",
+                    case.display()
+                );
+            }
             let got = feed_stream(&mut ex, chunks);
             assert_eq!(
                 String::from_utf8_lossy(&got),
@@ -272,6 +311,7 @@ fn run_case(cfg: &Config, case: &Path) {
     };
     let want = read_json(&want_client_json);
     let mut ex = fwd.exchange;
+    ex.response_headers(&get_header);
     let head = ex.on_response_head(cfg, status, true);
     let out_status = head.status.unwrap_or(status);
     assert_eq!(
@@ -292,6 +332,7 @@ fn run_case(cfg: &Config, case: &Path) {
         for size in [1, 7, resp_body.len().max(1)] {
             let f = gateway::on_request_body(cfg, &pending, &body).ok().unwrap();
             let mut ex2 = f.exchange;
+            ex2.response_headers(&get_header);
             ex2.on_response_head(cfg, status, true);
             for c in resp_body.chunks(size) {
                 assert_eq!(
@@ -340,6 +381,9 @@ fn every_fixture() {
         ("azure", 5),
         ("openai_compatible", 5),
         ("anthropic", 5),
+        ("bedrock", 20),
+        ("gemini", 20),
+        ("vertex", 8),
         ("messages", 15),
     ] {
         assert!(

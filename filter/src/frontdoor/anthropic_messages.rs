@@ -371,6 +371,18 @@ impl ResponseTranslator for Chain {
         self.inner.set_created(unix_seconds);
         self.outer.set_created(unix_seconds);
     }
+
+    fn response_headers(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        self.inner.response_headers(get);
+    }
+
+    /// The outer translator's format, else the inner one's (a Bedrock event
+    /// stream becomes SSE in both cases).
+    fn content_type(&self) -> Option<&'static str> {
+        self.outer
+            .content_type()
+            .or_else(|| self.inner.content_type())
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@
 //!   `cache_creation_tokens`; Anthropic's own `request-id` is a response
 //!   header the client already gets.
 
-mod request;
+/// Also read by Bedrock's translator: the OpenAI input shapes, the JSON-mode
+/// tool and the `reasoning_effort` budgets are the same for Claude there.
+pub(crate) mod request;
 mod response;
 mod stream;
 /// Shared with the Messages front door ([`crate::frontdoor::anthropic_messages`]).

@@ -5,9 +5,12 @@
 
 pub(crate) mod anthropic;
 mod azure;
+mod bedrock;
+mod gemini;
 mod openai;
 mod openai_compatible;
 pub(crate) mod openai_shaped;
+pub mod vertex;
 
 use crate::config::{ConfigError, Model, ModelKind};
 use crate::error::ApiError;
@@ -26,6 +29,12 @@ pub enum ProviderKind {
     OpenAiCompatible,
     #[serde(rename = "anthropic")]
     Anthropic,
+    #[serde(rename = "bedrock")]
+    Bedrock,
+    #[serde(rename = "gemini")]
+    Gemini,
+    #[serde(rename = "vertex")]
+    Vertex,
 }
 
 impl ProviderKind {
@@ -36,6 +45,9 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::OpenAiCompatible => "openai_compatible",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Vertex => "vertex",
         }
     }
 
@@ -46,22 +58,31 @@ impl ProviderKind {
             ProviderKind::Azure => azure::DEFAULTS,
             ProviderKind::OpenAiCompatible => openai_compatible::DEFAULTS,
             ProviderKind::Anthropic => anthropic::DEFAULTS,
+            ProviderKind::Bedrock => bedrock::DEFAULTS,
+            ProviderKind::Gemini => gemini::DEFAULTS,
+            ProviderKind::Vertex => vertex::DEFAULTS,
         }
     }
 
     /// Build the provider from its validated common settings and its own
-    /// `options` object (each kind parses and validates that itself).
+    /// `options` object (each kind parses and validates that itself). `env`
+    /// looks up VM environment variables, for credentials named in `options`
+    /// (Bedrock's SigV4 keys).
     pub fn build(
         self,
         common: ProviderCommon,
         options: Option<&serde_json::Value>,
         path: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Box<dyn Provider>, ConfigError> {
         match self {
             ProviderKind::OpenAi => openai::build(common, options, path),
             ProviderKind::Azure => azure::build(common, options, path),
             ProviderKind::OpenAiCompatible => openai_compatible::build(common, options, path),
             ProviderKind::Anthropic => anthropic::build(common, options, path),
+            ProviderKind::Bedrock => bedrock::build(common, options, path, env),
+            ProviderKind::Gemini => gemini::build(common, options, path),
+            ProviderKind::Vertex => vertex::build(common, options, path),
         }
     }
 }
@@ -158,6 +179,15 @@ pub trait ResponseTranslator {
     /// translator writes itself (translated providers; pass-through answers
     /// keep the provider's). Without it they report 0.
     fn set_created(&mut self, _unix_seconds: u64) {}
+    /// The provider's response headers, read before the body (Bedrock: its
+    /// request id, which names the answer, and token counts some models
+    /// report only there).
+    fn response_headers(&mut self, _get: &dyn Fn(&str) -> Option<String>) {}
+    /// The `content-type` of a successful answer when the translator turns
+    /// it into another format (Bedrock's binary event stream into SSE).
+    fn content_type(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 pub trait Provider: fmt::Debug + Send + Sync {
@@ -172,6 +202,15 @@ pub trait Provider: fmt::Debug + Send + Sync {
         req: &ClientRequest<'_>,
         model: &Model,
     ) -> Result<UpstreamRequest, ApiError>;
+
+    /// Sign the finished upstream request (providers whose credential
+    /// depends on the request and the time: Bedrock's SigV4).
+    /// `now_unix_seconds` is the host clock's time. Called once, after
+    /// `build_request`; nothing may change the request afterwards. The
+    /// default signs nothing.
+    fn sign(&self, _up: &mut UpstreamRequest, _now_unix_seconds: u64) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// A translator for the answer to `req`.
     fn response_translator(&self, req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator>;

@@ -255,70 +255,73 @@ enum Thinking {
 // ------------------------------------------------------------- input shape
 
 #[derive(Deserialize)]
-struct InMessage<'a> {
-    role: String,
+pub(crate) struct InMessage<'a> {
+    pub(crate) role: String,
     #[serde(default, borrow)]
-    content: Option<&'a RawValue>,
+    pub(crate) content: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    tool_calls: Option<&'a RawValue>,
+    pub(crate) tool_calls: Option<&'a RawValue>,
     #[serde(default)]
-    tool_call_id: Option<String>,
+    pub(crate) tool_call_id: Option<String>,
     #[serde(default, borrow)]
-    thinking_blocks: Option<&'a RawValue>,
+    pub(crate) thinking_blocks: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    cache_control: Option<&'a RawValue>,
+    pub(crate) cache_control: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    function_call: Option<&'a RawValue>,
+    pub(crate) function_call: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct InPart<'a> {
+pub(crate) struct InPart<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    text: Option<String>,
+    pub(crate) text: Option<String>,
     #[serde(default)]
-    refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     #[serde(default, borrow)]
-    image_url: Option<&'a RawValue>,
+    pub(crate) image_url: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    file: Option<&'a RawValue>,
+    pub(crate) file: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    cache_control: Option<&'a RawValue>,
+    pub(crate) cache_control: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct InImageUrl {
-    url: String,
+pub(crate) struct InImageUrl {
+    pub(crate) url: String,
 }
 
 #[derive(Deserialize)]
-struct InFile {
+pub(crate) struct InFile {
     #[serde(default)]
-    file_data: Option<String>,
+    pub(crate) file_data: Option<String>,
     #[serde(default)]
-    file_id: Option<String>,
+    pub(crate) file_id: Option<String>,
+    /// Not used by Anthropic (documents need no name); Bedrock's do.
+    #[serde(default)]
+    pub(crate) filename: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct InToolCall {
+pub(crate) struct InToolCall {
     #[serde(default)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(default, rename = "type")]
-    kind: Option<String>,
-    function: InFunctionCall,
+    pub(crate) kind: Option<String>,
+    pub(crate) function: InFunctionCall,
 }
 
 #[derive(Deserialize)]
-struct InFunctionCall {
-    name: String,
+pub(crate) struct InFunctionCall {
+    pub(crate) name: String,
     #[serde(default)]
-    arguments: Option<String>,
+    pub(crate) arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum InThinkingBlock {
+pub(crate) enum InThinkingBlock {
     Thinking {
         thinking: String,
         #[serde(default)]
@@ -330,44 +333,44 @@ enum InThinkingBlock {
 }
 
 #[derive(Deserialize)]
-struct InTool<'a> {
+pub(crate) struct InTool<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
     #[serde(default, borrow)]
-    function: Option<InFunction<'a>>,
+    pub(crate) function: Option<InFunction<'a>>,
     #[serde(default, borrow)]
-    cache_control: Option<&'a RawValue>,
+    pub(crate) cache_control: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct InFunction<'a> {
-    name: String,
+pub(crate) struct InFunction<'a> {
+    pub(crate) name: String,
     #[serde(default)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default, borrow)]
-    parameters: Option<&'a RawValue>,
+    pub(crate) parameters: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct InJsonSchema<'a> {
+pub(crate) struct InJsonSchema<'a> {
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default, borrow)]
-    schema: Option<&'a RawValue>,
+    pub(crate) schema: Option<&'a RawValue>,
 }
 
 /// The JSON-mode tool the request asks for.
-struct JsonTool<'a> {
-    name: String,
-    description: String,
-    schema: Option<&'a RawValue>,
+pub(crate) struct JsonTool<'a> {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) schema: Option<&'a RawValue>,
 }
 
 // --------------------------------------------------------------- helpers
 
-fn parse_raw<'a, T: Deserialize<'a>>(
+pub(crate) fn parse_raw<'a, T: Deserialize<'a>>(
     raw: &'a RawValue,
     param: &str,
     expected: &str,
@@ -399,7 +402,7 @@ fn uint(raw: &RawValue, param: &str) -> Result<u64, ApiError> {
 }
 
 /// Anthropic (and OpenAI) tool names: letters, digits, `_`, `-`, 1 to 64.
-fn valid_tool_name(s: &str) -> bool {
+pub(crate) fn valid_tool_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -409,7 +412,7 @@ fn valid_tool_name(s: &str) -> bool {
 const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
 
 /// `data:<media type>;base64,<data>` → (media type, data).
-fn data_url(url: &str) -> Option<(String, &str)> {
+pub(crate) fn data_url(url: &str) -> Option<(String, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (head, data) = rest.split_once(',')?;
     let mut params = head.split(';');
@@ -867,7 +870,7 @@ fn client_tool_choice(req: &ClientRequest<'_>) -> Result<Option<ToolChoice>, Api
 }
 
 /// Names of the client's tools, without validating the rest.
-fn tool_names(req: &ClientRequest<'_>) -> Vec<String> {
+pub(crate) fn tool_names(req: &ClientRequest<'_>) -> Vec<String> {
     #[derive(Deserialize)]
     struct T {
         #[serde(default)]
@@ -888,7 +891,7 @@ fn tool_names(req: &ClientRequest<'_>) -> Vec<String> {
 /// The JSON-mode tool for `response_format`, if it asks for JSON. Its name
 /// is the schema's `name` when that is a valid tool name no client tool
 /// uses, else `json_response`.
-fn json_tool<'a>(req: &ClientRequest<'a>) -> Result<Option<JsonTool<'a>>, ApiError> {
+pub(crate) fn json_tool<'a>(req: &ClientRequest<'a>) -> Result<Option<JsonTool<'a>>, ApiError> {
     let Some(raw) = req.field("response_format").filter(|r| r.get() != "null") else {
         return Ok(None);
     };
@@ -909,8 +912,8 @@ fn json_tool<'a>(req: &ClientRequest<'a>) -> Result<Option<JsonTool<'a>>, ApiErr
             return Err(unsupported_value(
                 "response_format",
                 format!(
-                    "JSON mode uses a tool named '{JSON_TOOL}' with Anthropic models, \
-                     and one of your tools already has that name."
+                    "JSON mode uses a tool named '{JSON_TOOL}', and one of your tools \
+                     already has that name."
                 ),
             ));
         }
