@@ -9,6 +9,9 @@ PORT=${PORT:-8080}
 ADMIN_PORT=${ADMIN_PORT:-9901}
 MOCK_PORT=${MOCK_PORT:-18080}
 export VLLM_API_KEY=${VLLM_API_KEY:-mock-vllm-key}
+# The AWS key pair the filter signs Bedrock requests with (the mock's demo pair).
+export BEDROCK_ACCESS_KEY_ID=${BEDROCK_ACCESS_KEY_ID:-AKIDMOCKEXAMPLE}
+export BEDROCK_SECRET_ACCESS_KEY=${BEDROCK_SECRET_ACCESS_KEY:-mock/secret/EXAMPLEKEY}
 DEMO_KEY=sk-llmgw-demo-6vDq9aowcjXAfTg475JWOpXt8MDVC5Qp
 
 mkdir -p .run
@@ -28,7 +31,8 @@ cleanup() {
 trap "cleanup; exit 0" INT TERM
 trap cleanup EXIT
 
-target/release/llm-mock --listen "127.0.0.1:${MOCK_PORT}" --vllm-key "$VLLM_API_KEY" --quiet > .run/mock.log 2>&1 &
+target/release/llm-mock --listen "127.0.0.1:${MOCK_PORT}" --vllm-key "$VLLM_API_KEY" \
+  --aws-access-key-id "$BEDROCK_ACCESS_KEY_ID" --aws-secret-access-key "$BEDROCK_SECRET_ACCESS_KEY" --quiet > .run/mock.log 2>&1 &
 pids+=($!)
 .venv/bin/envoy -c .run/envoy.yaml --concurrency 2 --disable-hot-restart \
   -l warning --log-path .run/envoy.log > .run/access.log 2>&1 &

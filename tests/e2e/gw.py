@@ -55,8 +55,19 @@ WRONG_AZURE_KEY = "az-wrongcanary-" + secrets.token_hex(6)
 WRONG_VLLM_KEY = "vllm-wrongcanary-" + secrets.token_hex(6)
 WRONG_ANTHROPIC_KEY = "sk-ant-wrongcanary-" + secrets.token_hex(6)
 
+#: Gemini / Vertex / Bedrock demo credentials (the mock's defaults): Gemini's
+#: and Vertex's reach the provider through the credential injector, the AWS
+#: pair is handed to the VM (BEDROCK_* host_env_keys) and signs requests.
+GEMINI_KEY = "mock-gemini-key"
+VERTEX_TOKEN = "mock-vertex-token"
+AWS_ACCESS_KEY_ID = "AKIDMOCKEXAMPLE"
+AWS_SECRET_ACCESS_KEY = "mock/secret/EXAMPLEKEY"
+BEDROCK_ENV = {"BEDROCK_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+               "BEDROCK_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY}
+
 PROVIDER_KEYS = [OPENAI_KEY, ROTATED_OPENAI_KEY, AZURE_KEY, VLLM_KEY, ANTHROPIC_KEY,
-                 WRONG_OPENAI_KEY, WRONG_AZURE_KEY, WRONG_VLLM_KEY, WRONG_ANTHROPIC_KEY]
+                 WRONG_OPENAI_KEY, WRONG_AZURE_KEY, WRONG_VLLM_KEY, WRONG_ANTHROPIC_KEY,
+                 GEMINI_KEY, VERTEX_TOKEN, AWS_SECRET_ACCESS_KEY]
 
 
 def mint_key(name: str) -> str:
@@ -469,6 +480,7 @@ class Gateway:
         e.pop("VLLM_API_KEY", None)
         if vllm_key is not None:
             e["VLLM_API_KEY"] = vllm_key
+        e.update(BEDROCK_ENV)
         if env:
             e.update(env)
         args = [str(ENVOY), "-c", str(self.config_path), "--concurrency", "2",

@@ -21,6 +21,14 @@ DEFAULT_MODELS = [
     ("qwen2.5-7b", "openai_compatible"),
     ("claude-sonnet-4-5", "anthropic"),
     ("claude-haiku-4-5", "anthropic"),
+    ("gemini-2.5-flash", "gemini"),
+    ("gemini-embedding-001", "gemini"),
+    ("vertex-gemini-2.5-flash", "vertex"),
+    ("vertex-text-embedding-005", "vertex"),
+    ("bedrock-claude-sonnet-4-5", "bedrock"),
+    ("bedrock-nova-lite", "bedrock"),
+    ("bedrock-titan-embed-v2", "bedrock"),
+    ("bedrock-cohere-embed", "bedrock"),
 ]
 
 

@@ -23,7 +23,8 @@ ENVOY_CONFIGS = [
     "envoy/envoy.compose.yaml",
     "envoy/examples/real-providers.yaml",
 ]
-ENV = {"VLLM_API_KEY": "x", "AZURE_OPENAI_API_KEY": "x"}
+ENV = {"VLLM_API_KEY": "x", "AZURE_OPENAI_API_KEY": "x", "BEDROCK_ACCESS_KEY_ID": "x",
+       "BEDROCK_SECRET_ACCESS_KEY": "x"}
 
 
 def shipped_envoy_configs():
@@ -105,7 +106,7 @@ def test_wasm_filter_may_hold_headers(cfg):
 @pytest.mark.parametrize("cfg", ENVOY_CONFIGS)
 def test_plugin_config_passes_the_filters_own_check(cfg):
     r = subprocess.run(
-        [str(CLI), "config", "check", str(ROOT / cfg), "--env", "VLLM_API_KEY=x", "--env", "AZURE_OPENAI_API_KEY=x"],
+        [str(CLI), "config", "check", str(ROOT / cfg)] + [a for k in ENV for a in ("--env", f"{k}=x")],
         capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -116,7 +117,8 @@ def test_plugin_config_check_rejects_a_broken_config(tmp_path):
     doc = (ROOT / "envoy" / "envoy.yaml").read_text().replace('"provider": "ollama"', '"provider": "olama"', 1)
     bad = tmp_path / "bad.yaml"
     bad.write_text(doc)
-    r = subprocess.run([str(CLI), "config", "check", str(bad), "--env", "VLLM_API_KEY=x"], capture_output=True, text=True)
+    r = subprocess.run([str(CLI), "config", "check", str(bad)] + [a for k in ENV for a in ("--env", f"{k}=x")],
+                       capture_output=True, text=True)
     assert r.returncode == 1
     assert "models[6].provider" in r.stdout + r.stderr
 
