@@ -524,6 +524,15 @@ impl Exchange {
         }
     }
 
+    /// The status a translated whole-body answer must carry instead of the
+    /// provider's 2xx (see `ResponseTranslator::status`).
+    pub fn status_override(&self) -> Option<u16> {
+        match self.error {
+            None => self.translator.status(),
+            Some(_) => None,
+        }
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.translator.usage()
     }

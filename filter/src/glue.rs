@@ -63,6 +63,7 @@ impl RootContext for Root {
             state: State::Idle,
             request_id: None,
             buffer_response: false,
+            held_response_headers: false,
         }))
     }
 
@@ -84,6 +85,8 @@ struct Http {
     state: State,
     request_id: Option<String>,
     buffer_response: bool,
+    /// The response headers wait for the body (see on_http_response_headers).
+    held_response_headers: bool,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -299,6 +302,13 @@ impl HttpContext for Http {
             }
         }
         self.buffer_response = head.buffer;
+        if head.buffer && !end_of_stream && status < 400 && from_upstream {
+            // A whole answer the provider translates: hold its headers until
+            // the body is read, so a translation that turns it into an error
+            // (a blocked prompt, an unreadable answer) can set the status.
+            self.held_response_headers = true;
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -322,6 +332,15 @@ impl HttpContext for Http {
                     hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
                 {
                     log::warn!("llm-gateway: could not replace the response body: {e:?}");
+                }
+            }
+            if self.held_response_headers {
+                if let Some(s) = ex.status_override() {
+                    set_header(
+                        MapType::HttpResponseHeaders,
+                        ":status",
+                        Some(&s.to_string()),
+                    );
                 }
             }
             return Action::Continue;

@@ -367,6 +367,10 @@ impl ResponseTranslator for Chain {
         self.inner.usage().or_else(|| self.outer.usage())
     }
 
+    fn status(&self) -> Option<u16> {
+        self.inner.status().or_else(|| self.outer.status())
+    }
+
     fn set_created(&mut self, unix_seconds: u64) {
         self.inner.set_created(unix_seconds);
         self.outer.set_created(unix_seconds);

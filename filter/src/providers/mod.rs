@@ -173,6 +173,13 @@ pub trait ResponseTranslator {
     fn body_chunk(&mut self, _chunk: &[u8], _end_of_stream: bool) {}
     /// The whole body of a successful non-streamed answer.
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>>;
+    /// After `full_body`: the HTTP status the answer must carry when the
+    /// translation turned a 2xx answer into an error (a prompt the provider
+    /// blocked, an answer that is not what the API promises). The glue holds
+    /// the response headers of whole-body answers, so it can still set it.
+    fn status(&self) -> Option<u16> {
+        None
+    }
     /// Token usage seen so far (final once the answer has ended).
     fn usage(&self) -> Option<Usage>;
     /// The time (Unix seconds) to report as `created` in answers the

@@ -270,6 +270,7 @@ pub struct WholeTranslator {
     json_tool: Option<String>,
     usage: Option<Usage>,
     created: u64,
+    status: Option<u16>,
 }
 
 impl WholeTranslator {
@@ -279,7 +280,13 @@ impl WholeTranslator {
             json_tool,
             usage: None,
             created: 0,
+            status: None,
         }
+    }
+
+    fn error(&mut self, e: ApiError) -> Option<Vec<u8>> {
+        self.status = Some(e.status);
+        Some(e.body())
     }
 }
 
@@ -293,11 +300,12 @@ impl ResponseTranslator for WholeTranslator {
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         let msg: Message<'_> = match serde_json::from_slice(body) {
             Ok(m) => m,
-            Err(_) => return Some(invalid_answer("not a Messages API JSON object").body()),
+            Err(_) => return self.error(invalid_answer("not a Messages API JSON object")),
         };
         if msg.kind.as_deref() == Some("error") {
             let e = msg.error.unwrap_or_default();
-            return Some(stream_error(&self.provider, &e).body());
+            let e = stream_error(&self.provider, &e);
+            return self.error(e);
         }
         self.usage = msg.usage;
         Some(translate(&msg, self.json_tool.as_deref(), self.created))
@@ -305,6 +313,10 @@ impl ResponseTranslator for WholeTranslator {
 
     fn usage(&self) -> Option<GatewayUsage> {
         self.usage.map(|u| u.gateway())
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.status
     }
 
     fn set_created(&mut self, unix_seconds: u64) {

@@ -338,6 +338,7 @@ pub struct WholeTranslator {
     request_id: Option<String>,
     usage: Option<Usage>,
     created: u64,
+    status: Option<u16>,
 }
 
 impl WholeTranslator {
@@ -348,6 +349,7 @@ impl WholeTranslator {
             request_id: None,
             usage: None,
             created: 0,
+            status: None,
         }
     }
 }
@@ -361,7 +363,11 @@ impl ResponseTranslator for WholeTranslator {
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         let answer: Answer<'_> = match serde_json::from_slice(body) {
             Ok(a) => a,
-            Err(_) => return Some(invalid_answer("not a Converse JSON object").body()),
+            Err(_) => {
+                let e = invalid_answer("not a Converse JSON object");
+                self.status = Some(e.status);
+                return Some(e.body());
+            }
         };
         self.usage = answer.usage.as_ref().map(Usage::from_json);
         Some(translate(
@@ -377,6 +383,10 @@ impl ResponseTranslator for WholeTranslator {
 
     fn usage(&self) -> Option<GatewayUsage> {
         self.usage.map(|u| u.gateway())
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.status
     }
 
     fn set_created(&mut self, unix_seconds: u64) {

@@ -349,6 +349,7 @@ pub struct WholeTranslator {
     provider: String,
     usage: Option<UsageMetadata>,
     created: u64,
+    status: Option<u16>,
 }
 
 impl WholeTranslator {
@@ -357,7 +358,13 @@ impl WholeTranslator {
             provider: provider.to_string(),
             usage: None,
             created: 0,
+            status: None,
         }
+    }
+
+    fn error(&mut self, e: ApiError) -> Option<Vec<u8>> {
+        self.status = Some(e.status);
+        Some(e.body())
     }
 }
 
@@ -374,13 +381,21 @@ impl ResponseTranslator for WholeTranslator {
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
             .filter(Value::is_object);
         let Some(r) = parsed else {
-            return Some(invalid_answer("not a GenerateContentResponse").body());
+            return self.error(invalid_answer("not a GenerateContentResponse"));
         };
         if let Some(e) = GoogleError::of(&r) {
-            return Some(stream_error(&self.provider, &e).body());
+            let e = stream_error(&self.provider, &e);
+            return self.error(e);
         }
         self.usage = UsageMetadata::of(&r);
-        Some(translate(&r, self.created).unwrap_or_else(|e| e.body()))
+        match translate(&r, self.created) {
+            Ok(out) => Some(out),
+            Err(e) => self.error(e),
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.status
     }
 
     fn usage(&self) -> Option<GatewayUsage> {
@@ -395,6 +410,22 @@ impl ResponseTranslator for WholeTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_prompt_sets_the_status() {
+        let mut t = WholeTranslator::new("gemini");
+        let out = t
+            .full_body(br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":3}}"#)
+            .unwrap();
+        assert_eq!(t.status(), Some(400));
+        assert!(String::from_utf8(out).unwrap().contains("content_filter"));
+        let mut t = WholeTranslator::new("gemini");
+        t.full_body(b"{not json").unwrap();
+        assert_eq!(t.status(), Some(502));
+        let mut t = WholeTranslator::new("gemini");
+        t.full_body(br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}]}"#);
+        assert_eq!(t.status(), None);
+    }
 
     #[test]
     fn finish_reasons() {
