@@ -3,6 +3,7 @@
 //! names the field it is about, e.g. `models[2].provider: unknown provider`.
 
 use crate::providers::{Credential, Provider, ProviderCommon, ProviderKind, Secret, UnknownParams};
+use crate::token::{self, TokenFetch};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -511,6 +512,7 @@ impl Config {
                     "must start with '/' and not end with '/'",
                 ));
             }
+            let auth_from = p.auth.as_ref().map(|a| a.from);
             let credential = match p.auth {
                 None => Credential::Injected,
                 Some(a) => {
@@ -570,6 +572,13 @@ impl Config {
                 unknown_params: p.unknown_params.unwrap_or(d.unknown_params),
             };
             let built = p.kind.build(common, p.options.as_ref(), &path, env)?;
+            if built.token_source().is_some() && !matches!(auth_from, None | Some(AuthFrom::None)) {
+                return Err(ConfigError::new(
+                    format!("{path}.auth"),
+                    "must be absent or {\"from\": \"none\"} with options.token_source \
+                     (the filter sets the token itself)",
+                ));
+            }
             provider_index.insert(p.name, providers.len());
             providers.push(built);
         }
@@ -817,6 +826,32 @@ impl Config {
 
     pub fn provider(&self, model: &Model) -> &dyn Provider {
         self.providers[model.provider].as_ref()
+    }
+
+    /// The tokens the filter fetches itself and keeps in shared data, one
+    /// per provider with a `token_source`.
+    pub fn token_fetches(&self) -> Vec<TokenFetch> {
+        self.providers
+            .iter()
+            .filter_map(|p| {
+                let t = p.token_source()?;
+                let name = &p.common().name;
+                Some(TokenFetch {
+                    provider: name.clone(),
+                    key: token::key_for(name),
+                    cluster: t.cluster.clone(),
+                    host: t.host.clone(),
+                    path: t.path.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The shared-data key of provider `index`'s bearer token, when the
+    /// filter fetches it itself.
+    pub fn bearer_key(&self, index: usize) -> Option<String> {
+        let p = self.providers.get(index)?;
+        p.token_source().map(|_| token::key_for(&p.common().name))
     }
 
     /// Look a model up by name or alias.

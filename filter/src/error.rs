@@ -140,6 +140,77 @@ impl ApiError {
     }
 }
 
+/// 400 `invalid_type`: `param` is not the `expected` JSON type.
+pub fn type_error(param: &str, expected: &str) -> ApiError {
+    ApiError::invalid_param(
+        param,
+        "invalid_type",
+        format!("Invalid type for '{param}': expected {expected}."),
+    )
+}
+
+/// 400 `invalid_value`.
+pub fn invalid_value(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_param(param, "invalid_value", message)
+}
+
+/// 400 `unsupported_value`.
+pub fn unsupported_value(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_param(param, "unsupported_value", message)
+}
+
+/// 400 `unsupported_parameter`: an OpenAI parameter `provider`'s models
+/// (e.g. "Anthropic") have no equivalent for.
+pub fn unsupported_param(param: &str, provider: &str) -> ApiError {
+    ApiError::invalid_param(
+        param,
+        "unsupported_parameter",
+        format!(
+            "Unsupported parameter: '{param}' is not supported with {provider} models. \
+             Remove it, or set drop_unsupported_params on the model in the gateway's config."
+        ),
+    )
+}
+
+/// 502 `upstream_auth_failed`: the provider refused the gateway's own
+/// credentials (`what`: the status or error type). The provider's message
+/// is never passed on.
+pub fn upstream_auth_failed(provider: &str, what: &str) -> ApiError {
+    ApiError::server(
+        502,
+        "upstream_auth_failed",
+        format!(
+            "Provider `{provider}` rejected the gateway's credentials ({what}). \
+             This is a gateway configuration problem, not a problem with your key."
+        ),
+    )
+}
+
+/// 502 `upstream_invalid_response`: the provider's answer could not be read.
+pub fn invalid_answer(what: &str) -> ApiError {
+    ApiError::server(
+        502,
+        "upstream_invalid_response",
+        format!("The provider's answer could not be read: {what}."),
+    )
+}
+
+/// Longest provider message passed on.
+const MESSAGE_MAX: usize = 2048;
+
+/// A provider's error message, cut to [`MESSAGE_MAX`] bytes (on a char
+/// boundary, `…` marking the cut).
+pub fn cut_message(s: &str) -> String {
+    if s.len() <= MESSAGE_MAX {
+        return s.to_string();
+    }
+    let mut end = MESSAGE_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// What the gateway tells a caller about a provider that answered with an
 /// error. The provider's status is kept where it means the same thing to the
 /// caller; where it is about the gateway's own credentials or setup it becomes

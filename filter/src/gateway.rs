@@ -7,6 +7,7 @@ use crate::error::{self, ApiError};
 use crate::frontdoor::{anthropic_messages, ErrorShape};
 use crate::providers::{ResponseTranslator, UpstreamRequest};
 use crate::request::{ClientRequest, Endpoint};
+use crate::token;
 use crate::usage::Usage;
 use serde::Serialize;
 
@@ -70,6 +71,10 @@ pub struct Forward {
     pub cluster: String,
     pub upstream: UpstreamRequest,
     pub exchange: Exchange,
+    /// The shared-data key of the bearer token the glue must set
+    /// (`authorization: Bearer <token>`), for providers whose token the
+    /// filter fetches itself (see [`crate::token`]).
+    pub bearer_from_shared: Option<String>,
 }
 
 impl Forward {
@@ -82,6 +87,31 @@ impl Forward {
             .sign(&mut self.upstream, now_unix_seconds)
             .map_err(|e| self.exchange.shape.reply(e))
     }
+
+    /// The `authorization` value for a `bearer_from_shared` provider, from
+    /// the shared-data value `cached` at `now`; without a token valid for
+    /// [`token::MIN_VALIDITY`] more seconds, a 502 to answer at once.
+    pub fn shared_bearer(
+        &self,
+        cfg: &Config,
+        cached: Option<&[u8]>,
+        now_unix_seconds: u64,
+    ) -> Result<String, Reply> {
+        match token::Cached::parse(cached) {
+            Some(c) if c.usable(now_unix_seconds) => Ok(format!("Bearer {}", c.token)),
+            _ => {
+                let name = &cfg.providers[self.exchange.provider].common().name;
+                Err(self.exchange.shape.reply(ApiError::server(
+                    502,
+                    "upstream_credentials_unavailable",
+                    format!(
+                        "The gateway has no access token for provider {name} yet \
+                         (metadata server fetch pending or failing)."
+                    ),
+                )))
+            }
+        }
+    }
 }
 
 /// One forwarded request's answer handling.
@@ -93,6 +123,8 @@ pub struct Exchange {
     translator: Box<dyn ResponseTranslator>,
     /// The answer is an error being buffered for mapping.
     error: Option<ErrorKind>,
+    /// The status of the mapped provider error, once its body was read.
+    mapped_status: Option<u16>,
     /// The shape mapped errors take (the client's API's).
     shape: ErrorShape,
 }
@@ -413,6 +445,7 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
     Ok(Forward {
         cluster: provider.common().cluster.clone(),
         upstream,
+        bearer_from_shared: cfg.bearer_key(model.provider),
         exchange: Exchange::new(
             model.provider,
             model_idx,
@@ -442,6 +475,7 @@ impl Exchange {
             stream,
             translator,
             error: None,
+            mapped_status: None,
             shape,
         }
     }
@@ -509,10 +543,13 @@ impl Exchange {
     /// The whole buffered answer.
     pub fn on_full_body(&mut self, cfg: &Config, body: &[u8]) -> Option<Vec<u8>> {
         match self.error {
-            Some(ErrorKind::Provider(s)) => Some(
-                self.shape
-                    .body(&cfg.providers[self.provider].map_error(s, body)),
-            ),
+            Some(ErrorKind::Provider(s)) => {
+                let e = cfg.providers[self.provider].map_error(s, body);
+                // The body can say more than the status (Gemini answers a
+                // bad key with 400 API_KEY_INVALID): the mapped status wins.
+                self.mapped_status = Some(e.status);
+                Some(self.shape.body(&e))
+            }
             Some(ErrorKind::Envoy(s)) => {
                 let name = &cfg.providers[self.provider].common().name;
                 Some(
@@ -529,7 +566,7 @@ impl Exchange {
     pub fn status_override(&self) -> Option<u16> {
         match self.error {
             None => self.translator.status(),
-            Some(_) => None,
+            Some(_) => self.mapped_status,
         }
     }
 

@@ -10,21 +10,134 @@ use crate::auth::RequestView;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::gateway::{self, Exchange, Head, Pending, Reply};
+use crate::token::{self, Cached, TokenFetch};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 use std::rc::Rc;
+use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { config: None, fetches: Vec::new(), in_flight: Vec::new() })
+    });
 }}
 
 struct Root {
     config: Option<Rc<Config>>,
+    /// Tokens this filter fetches itself (see [`crate::token`]).
+    fetches: Vec<TokenFetch>,
+    /// This VM's token fetches under way: (call id, index in `fetches`).
+    in_flight: Vec<(u32, usize)>,
 }
 
-impl Context for Root {}
+/// A shared-data value and its compare-and-swap id (`(None, None)` when
+/// absent or unreadable).
+fn shared(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Take the fetch lease at `key` if it is free: one VM of the process wins.
+fn take_lease(key: &str, now: u64) -> bool {
+    let (value, cas) = shared(key);
+    if !token::lease_free(value.as_deref(), now) {
+        return false;
+    }
+    hostcalls::set_shared_data(key, Some(&token::lease_value(now)), cas).is_ok()
+}
+
+/// Store a fetched token unless a newer one is there (compare-and-swap,
+/// retried when another VM wrote in between).
+fn store_token(key: &str, new: &Cached) -> bool {
+    for _ in 0..4 {
+        let (old, cas) = shared(key);
+        let Some(c) = token::keep_newer(Cached::parse(old.as_deref()), new.clone()) else {
+            return true;
+        };
+        match hostcalls::set_shared_data(key, Some(&c.format()), cas) {
+            Ok(()) => return true,
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+impl Root {
+    /// Start fetching the tokens that are missing or expire soon (the VM
+    /// that takes a token's lease fetches it; the others skip it).
+    fn refresh_tokens(&mut self) {
+        let now = now_unix_seconds();
+        for (i, f) in self.fetches.iter().enumerate() {
+            let cached = Cached::parse(shared(&f.key).0.as_deref());
+            if !token::needs_refresh(cached.as_ref(), now)
+                || self.in_flight.iter().any(|&(_, j)| j == i)
+                || !take_lease(&f.lease_key(), now)
+            {
+                continue;
+            }
+            let headers = vec![
+                (":method", "GET"),
+                (":path", f.path.as_str()),
+                (":authority", f.host.as_str()),
+                ("metadata-flavor", "Google"),
+            ];
+            let timeout = Duration::from_secs(token::FETCH_TIMEOUT_SECONDS);
+            match hostcalls::dispatch_http_call(&f.cluster, headers, None, vec![], timeout) {
+                Ok(id) => self.in_flight.push((id, i)),
+                Err(e) => log::warn!(
+                    "llm-gateway: cannot fetch the access token of provider {} (cluster {}): {e:?}; retrying in {} s",
+                    f.provider,
+                    f.cluster,
+                    token::LEASE_SECONDS
+                ),
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(pos) = self.in_flight.iter().position(|&(id, _)| id == token_id) else {
+            return;
+        };
+        let (_, i) = self.in_flight.swap_remove(pos);
+        let Some(f) = self.fetches.get(i) else {
+            return;
+        };
+        let status =
+            header(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let now = now_unix_seconds();
+        match token::from_answer(status, &body, now) {
+            Ok(c) if store_token(&f.key, &c) => log::info!(
+                "llm-gateway: access token of provider {} fetched from the metadata server, valid for {} s",
+                f.provider,
+                c.expires_at.saturating_sub(now)
+            ),
+            Ok(_) => log::warn!(
+                "llm-gateway: could not store the access token of provider {} in shared data",
+                f.provider
+            ),
+            Err(e) => log::warn!(
+                "llm-gateway: fetching the access token of provider {} from cluster {} failed: {e}; retrying in {} s",
+                f.provider,
+                f.cluster,
+                token::LEASE_SECONDS
+            ),
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -44,6 +157,20 @@ impl RootContext for Root {
                     c.models.len(),
                     c.callers.len()
                 );
+                self.fetches = c.token_fetches();
+                if !self.fetches.is_empty() {
+                    for f in &self.fetches {
+                        // Create the lease once, so that taking it is
+                        // always a compare-and-swap.
+                        let key = f.lease_key();
+                        if shared(&key).0.is_none() {
+                            let _ = hostcalls::set_shared_data(&key, Some(b"0"), None);
+                        }
+                    }
+                    if let Err(e) = hostcalls::set_tick_period(Duration::from_secs(1)) {
+                        log::error!("llm-gateway: cannot start the token refresh timer: {e:?}");
+                    }
+                }
                 self.config = Some(Rc::new(c));
                 true
             }
@@ -55,6 +182,10 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.refresh_tokens();
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
@@ -210,14 +341,27 @@ impl HttpContext for Http {
         };
         let forward = gateway::on_request_body(&cfg, &pending, &body)
             .and_then(|mut f| f.sign(&cfg, now_unix_seconds()).map(|()| f));
+        let forward = forward.and_then(|f| {
+            // A token the filter fetched itself: from shared data, now.
+            let bearer = match &f.bearer_from_shared {
+                None => None,
+                Some(key) => {
+                    Some(f.shared_bearer(&cfg, shared(key).0.as_deref(), now_unix_seconds())?)
+                }
+            };
+            Ok((f, bearer))
+        });
         match forward {
             Err(r) => self.reply(r),
-            Ok(f) => {
+            Ok((f, bearer)) => {
                 let m = MapType::HttpRequestHeaders;
                 set_header(m, ":path", Some(&f.upstream.path));
                 set_header(m, ":authority", Some(&f.upstream.authority));
                 for (k, v) in &f.upstream.headers {
                     set_header(m, k, Some(v));
+                }
+                if let Some(v) = &bearer {
+                    set_header(m, "authorization", Some(v));
                 }
                 set_header(m, "content-type", Some("application/json"));
                 set_header(
@@ -302,10 +446,11 @@ impl HttpContext for Http {
             }
         }
         self.buffer_response = head.buffer;
-        if head.buffer && !end_of_stream && status < 400 && from_upstream {
-            // A whole answer the provider translates: hold its headers until
-            // the body is read, so a translation that turns it into an error
-            // (a blocked prompt, an unreadable answer) can set the status.
+        if head.buffer && !end_of_stream {
+            // A whole answer read before it goes out (a translated answer or
+            // an error): hold its headers until the body is read, so the
+            // status can still follow what the body says (a blocked prompt,
+            // an unreadable answer, Gemini's 400 for a bad key → 502).
             self.held_response_headers = true;
             return Action::Pause;
         }

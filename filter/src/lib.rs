@@ -14,6 +14,7 @@ pub mod glob;
 pub mod providers;
 pub mod request;
 pub mod sse;
+pub mod token;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -5,7 +5,7 @@
 //! decoded; the model is replaced by a targeted splice at its byte span, so
 //! a 100 KB prompt is never re-serialised.
 
-use crate::error::ApiError;
+use crate::error::{type_error, ApiError};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
@@ -185,14 +185,6 @@ pub struct ClientRequest<'a> {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
-}
-
-fn type_error(param: &str, expected: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "invalid_type",
-        format!("Invalid type for '{param}': expected {expected}."),
-    )
 }
 
 /// A missing field, worded as Anthropic words it (`max_tokens: Field required`).

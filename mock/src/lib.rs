@@ -12,6 +12,7 @@
 //! | `/v1beta/...`, `/v1/models/{m}:{method}`, `/gemini/...` | Gemini API (AI Studio) | [`gemini`] |
 //! | `/v1/projects/...`, `/v1beta1/projects/...`, `/vertex/...` | Vertex AI | [`gemini`] |
 //! | `/model/...`, `/bedrock/...` | Bedrock runtime | [`bedrock`] |
+//! | `/computeMetadata/v1/...` | GCE/GKE metadata server (access token) | [`metadata`] |
 //! | `/__mock/...` | control endpoints (health, recorded requests) | here |
 //!
 //! A new provider (Gemini, Bedrock, ...) is one module with an
@@ -24,6 +25,7 @@ pub mod bedrock;
 pub mod behavior;
 pub mod body;
 pub mod gemini;
+pub mod metadata;
 pub mod openai;
 pub mod record;
 pub mod schema;
@@ -63,6 +65,7 @@ pub enum Provider {
     Gemini,
     Vertex,
     Bedrock,
+    GceMetadata,
 }
 
 impl Provider {
@@ -77,6 +80,7 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Vertex => "vertex",
             Provider::Bedrock => "bedrock",
+            Provider::GceMetadata => "gce_metadata",
         }
     }
 }
@@ -230,6 +234,9 @@ pub fn route(path: &str) -> (Provider, &str) {
     if let Some(rest) = strip_segment(path, "/vertex") {
         return (Provider::Vertex, rest);
     }
+    if strip_segment(path, "/computeMetadata").is_some() {
+        return (Provider::GceMetadata, path);
+    }
     if let Some(rest) = strip_segment(path, "/bedrock") {
         return (Provider::Bedrock, rest);
     }
@@ -344,6 +351,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         Provider::Anthropic => anthropic::handle(ctx).await,
         Provider::Gemini | Provider::Vertex => gemini::handle(ctx, provider).await,
         Provider::Bedrock => bedrock::handle(ctx).await,
+        Provider::GceMetadata => metadata::handle(ctx),
         p => openai::handle(ctx, p).await,
     }
 }

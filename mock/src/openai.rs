@@ -387,7 +387,8 @@ impl Dialect<'_> {
             | Provider::Anthropic
             | Provider::Gemini
             | Provider::Vertex
-            | Provider::Bedrock => None,
+            | Provider::Bedrock
+            | Provider::GceMetadata => None,
         }
     }
 

@@ -1072,3 +1072,35 @@ async fn recorded() {
     assert_eq!(log[1]["provider"], "vertex");
     assert_eq!(log[1]["path"], vertex_path(MODEL, "generateContent"));
 }
+
+#[tokio::test]
+async fn gce_metadata_token() {
+    let m = Mock::with(Config {
+        vertex_tokens: vec!["ya29.first".into(), "ya29.second".into()],
+        ..Config::default()
+    })
+    .await;
+    let path = "/computeMetadata/v1/instance/service-accounts/default/token";
+    let r = m.get(path, &[]).await;
+    assert_eq!(r.status().as_u16(), 403);
+    let r = m.get(path, &[("metadata-flavor", "Google")]).await;
+    assert_eq!(r.headers()["metadata-flavor"], "Google");
+    let (status, v) = json(r).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"access_token": "ya29.first", "expires_in": 3599, "token_type": "Bearer"})
+    );
+    let r = m
+        .get(
+            "/computeMetadata/v1/instance/hostname",
+            &[("metadata-flavor", "Google")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 404);
+    let (_, recorded) = json(m.get("/__mock/requests", &[]).await).await;
+    let n = recorded
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["provider"] == "gce_metadata").count());
+    assert_eq!(n, Some(3), "{recorded}");
+}

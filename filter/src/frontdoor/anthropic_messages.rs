@@ -296,6 +296,7 @@ pub fn forward(
         return Ok(Forward {
             cluster: common.cluster.clone(),
             upstream,
+            bearer_from_shared: cfg.bearer_key(model.provider),
             exchange: exchange(Box::new(native::Native::new(counting)), req.stream),
         });
     }
@@ -331,6 +332,7 @@ pub fn forward(
     Ok(Forward {
         cluster: common.cluster.clone(),
         upstream,
+        bearer_from_shared: cfg.bearer_key(model.provider),
         exchange: exchange(Box::new(Chain { inner, outer }), req.stream),
     })
 }

@@ -102,9 +102,9 @@
 //!   `cachedContentTokenCount`, total = prompt + completion.
 //! - **Blocked prompt** (`promptFeedback.blockReason`, no candidates): the
 //!   OpenAI error `{"code": "content_filter"}` (type
-//!   `invalid_request_error`, the block reason in the message). The HTTP
-//!   status is the provider's 200: the glue forwards a success's headers
-//!   before its body is read. In a stream it is an error event.
+//!   `invalid_request_error`, the block reason in the message), status 400
+//!   (the glue holds the headers of whole answers until their body is
+//!   read). In a stream it is an error event.
 //! - **Errors.** Google's `{"error": {"code", "message", "status"}}` (or a
 //!   one-element array of it): `INVALID_ARGUMENT`/`OUT_OF_RANGE` 400
 //!   `invalid_request`, `FAILED_PRECONDITION` 400, `NOT_FOUND` 404,
@@ -112,8 +112,8 @@
 //!   `UNAVAILABLE` 503, `DEADLINE_EXCEEDED` 504 `upstream_timeout`, the
 //!   status kept; `UNAUTHENTICATED`/`PERMISSION_DENIED` (401/403) → 502
 //!   `upstream_auth_failed` without Google's message, and so is the Gemini
-//!   API's `400 API_KEY_INVALID` (its status stays 400: it is decided from
-//!   the headers).
+//!   API's `400 API_KEY_INVALID` (the mapped status replaces the 400: the
+//!   headers of error answers wait for their body).
 //! - **Not mapped.** Grounding, code execution, URL context and other
 //!   built-in tools; logprobs; safety ratings and citation metadata; tuned
 //!   models (`tunedModels/…`) and Vertex endpoints of fine-tuned models.

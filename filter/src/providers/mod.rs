@@ -9,6 +9,7 @@ mod bedrock;
 mod gemini;
 mod openai;
 mod openai_compatible;
+pub(crate) mod openai_out;
 pub(crate) mod openai_shaped;
 pub mod vertex;
 
@@ -217,6 +218,12 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// default signs nothing.
     fn sign(&self, _up: &mut UpstreamRequest, _now_unix_seconds: u64) -> Result<(), ApiError> {
         Ok(())
+    }
+
+    /// Where the filter fetches this provider's bearer token itself
+    /// (Vertex's `options.token_source`), if it does.
+    fn token_source(&self) -> Option<&crate::token::TokenSource> {
+        None
     }
 
     /// A translator for the answer to `req`.

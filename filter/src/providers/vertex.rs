@@ -26,14 +26,31 @@
 //!   and renaming a new file over the old one — Envoy picks it up without
 //!   restart, as for the other providers' keys. `auth.from: env` works for
 //!   tests only (the value is read once).
-//! - **Hook for the glue** (not wired: someone else decides): on GKE with
-//!   Workload Identity the filter could fetch the token itself from the
-//!   metadata server with a `dispatch_http_call` to
-//!   [`METADATA_TOKEN_PATH`] on a cluster for `metadata.google.internal`
-//!   (header `metadata-flavor: Google`), parse the answer with
-//!   [`access_token`], keep the header until shortly before it expires, and
-//!   set it on each request to this provider. Everything but the HTTP call
-//!   and the timer is here and tested.
+//! - **From the metadata server** (`options.token_source`, GKE with
+//!   Workload Identity, or GCE): the filter fetches the token itself.
+//!
+//!   ```json
+//!   "options": {"project": "p", "location": "us-central1",
+//!               "token_source": {"type": "gce_metadata", "cluster": "gcp_metadata",
+//!                                "host": "metadata.google.internal",
+//!                                "path": "/computeMetadata/v1/instance/service-accounts/default/token"}}
+//!   ```
+//!
+//!   `cluster` is an Envoy cluster for the metadata server (plain HTTP,
+//!   `169.254.169.254:80` / `metadata.google.internal`); `host` and `path`
+//!   default as shown. `auth` must then be absent or `{"from": "none"}`.
+//!   A 1 s timer in every VM keeps the token in Envoy shared data (see
+//!   `crate::token`): when it is missing or expires within 5 minutes, the VM
+//!   that takes the fetch lease (compare-and-swap, 10 s) sends
+//!   `GET path` with `metadata-flavor: Google` (5 s timeout), parses the
+//!   answer with [`access_token`] and stores it; all workers read it from
+//!   there. Each request to the provider gets `authorization: Bearer <token>`
+//!   from shared data, and is answered at once with a 502
+//!   `upstream_credentials_unavailable` when there is no token valid for at
+//!   least 30 s more: right after start (the first fetch starts at the
+//!   first tick, about a second after Envoy starts), or while the metadata
+//!   server fails (retried every 10 s, logged without the token). Requests
+//!   never wait for a fetch.
 
 use super::gemini::{self, EmbedApi};
 use super::{
@@ -43,6 +60,7 @@ use super::{
 use crate::config::{ConfigError, Model, ModelKind};
 use crate::error::ApiError;
 use crate::request::ClientRequest;
+use crate::token::TokenSource;
 use serde::Deserialize;
 
 pub const DEFAULTS: KindDefaults = KindDefaults {
@@ -66,6 +84,57 @@ struct Options {
     project: String,
     #[serde(default)]
     location: Option<String>,
+    #[serde(default)]
+    token_source: Option<RawTokenSource>,
+}
+
+/// The metadata server's host name.
+pub const METADATA_HOST: &str = "metadata.google.internal";
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawTokenSource {
+    GceMetadata {
+        cluster: String,
+        #[serde(default)]
+        host: Option<String>,
+        #[serde(default)]
+        path: Option<String>,
+    },
+}
+
+fn token_source(raw: RawTokenSource, field: &str) -> Result<TokenSource, ConfigError> {
+    let RawTokenSource::GceMetadata {
+        cluster,
+        host,
+        path,
+    } = raw;
+    let bad = |s: &str| s.is_empty() || s.bytes().any(|b| b.is_ascii_control() || b == b' ');
+    if bad(&cluster) {
+        return Err(ConfigError::new(
+            format!("{field}.cluster"),
+            "must name the Envoy cluster of the metadata server",
+        ));
+    }
+    let host = host.unwrap_or_else(|| METADATA_HOST.to_string());
+    if bad(&host) || host.contains(['/', '?', '#', '@']) {
+        return Err(ConfigError::new(
+            format!("{field}.host"),
+            "must be a host name, optionally with :port",
+        ));
+    }
+    let path = path.unwrap_or_else(|| METADATA_TOKEN_PATH.to_string());
+    if bad(&path) || !path.starts_with('/') {
+        return Err(ConfigError::new(
+            format!("{field}.path"),
+            "must be a path starting with '/'",
+        ));
+    }
+    Ok(TokenSource {
+        cluster,
+        host,
+        path,
+    })
 }
 
 #[derive(Debug)]
@@ -74,10 +143,11 @@ pub struct Vertex {
     /// `/projects/{project}/locations/{location}/publishers/google/models`,
     /// segments encoded, `base_path` in front.
     models_path: String,
+    token_source: Option<TokenSource>,
 }
 
 pub fn build(
-    common: ProviderCommon,
+    mut common: ProviderCommon,
     options: Option<&serde_json::Value>,
     path: &str,
 ) -> Result<Box<dyn Provider>, ConfigError> {
@@ -121,6 +191,14 @@ pub fn build(
             "must be a Vertex AI location, e.g. us-central1, europe-west4 or global",
         ));
     }
+    let token_source = opts
+        .token_source
+        .map(|t| token_source(t, &format!("{field}.token_source")))
+        .transpose()?;
+    if token_source.is_some() {
+        // The glue sets the header; `auth` is checked in `Config::parse`.
+        common.credential = super::Credential::None;
+    }
     let models_path = format!(
         "{}/projects/{}/locations/{}/publishers/google/models",
         common.base_path,
@@ -130,6 +208,7 @@ pub fn build(
     Ok(Box::new(Vertex {
         common,
         models_path,
+        token_source,
     }))
 }
 
@@ -172,6 +251,10 @@ impl Provider for Vertex {
 
     fn supports(&self, kind: ModelKind) -> bool {
         gemini::supports(kind)
+    }
+
+    fn token_source(&self) -> Option<&TokenSource> {
+        self.token_source.as_ref()
     }
 
     fn build_request(
@@ -296,5 +379,110 @@ mod tests {
         assert!(access_token(b"{}").is_err());
         assert!(access_token(br#"{"access_token":"a b"}"#).is_err());
         assert!(access_token(br#"{"access_token":"a","token_type":"mac"}"#).is_err());
+    }
+
+    #[test]
+    fn token_source() {
+        let base = r#""name":"v","kind":"vertex","cluster":"vertex","host":"us-central1-aiplatform.googleapis.com""#;
+        let ts = r#""token_source":{"type":"gce_metadata","cluster":"gcp_metadata"}"#;
+        let c = parse(&format!(r#"{{{base},"options":{{"project":"p",{ts}}}}}"#)).unwrap();
+        let f = c.token_fetches();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].key.as_str(), f[0].cluster.as_str(), f[0].host.as_str()),
+            ("llm-gateway/token/v", "gcp_metadata", METADATA_HOST)
+        );
+        assert_eq!(f[0].path, METADATA_TOKEN_PATH);
+        assert_eq!(c.bearer_key(0).as_deref(), Some("llm-gateway/token/v"));
+        // No credential of its own: the glue sets the header.
+        let req = ClientRequest::parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let up = c
+            .provider(&c.models[0])
+            .build_request(&req, &c.models[0])
+            .unwrap();
+        assert!(!up.headers.iter().any(|(k, _)| k == "authorization"));
+        let none = r#""auth":{"from":"none"}"#;
+        assert!(parse(&format!(
+            r#"{{{base},{none},"options":{{"project":"p",{ts}}}}}"#
+        ))
+        .is_ok());
+        for auth in [r#"{"from":"injector"}"#, r#"{"from":"env","env":"T"}"#] {
+            let e = parse(&format!(
+                r#"{{{base},"auth":{auth},"options":{{"project":"p",{ts}}}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.field, "providers[0].auth", "{e}");
+        }
+        let e = parse(&format!(
+            r#"{{{base},"options":{{"project":"p","token_source":{{"type":"gce_metadata","cluster":""}}}}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "providers[0].options.token_source.cluster");
+        let e = parse(&format!(
+            r#"{{{base},"options":{{"project":"p","token_source":{{"type":"gce_metadata","cluster":"m","path":"x"}}}}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "providers[0].options.token_source.path");
+        let e = parse(&format!(
+            r#"{{{base},"options":{{"project":"p","token_source":{{"type":"gce_metadata","cluster":"m","port":1}}}}}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            e.field.starts_with("providers[0].options.token_source"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            r#"{{{base},"options":{{"project":"p","token_source":{{"type":"file","cluster":"m"}}}}}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            e.field.starts_with("providers[0].options.token_source"),
+            "{e}"
+        );
+        // Without token_source: nothing to fetch.
+        let c = parse(&format!(r#"{{{base},"options":{{"project":"p"}}}}"#)).unwrap();
+        assert!(c.token_fetches().is_empty());
+        assert_eq!(c.bearer_key(0), None);
+    }
+
+    #[test]
+    fn bearer_from_shared_data() {
+        use crate::gateway::{self, Pending};
+        let c = Config::parse(
+            br#"{"providers":[{"name":"v","kind":"vertex","cluster":"vertex","host":"us-central1-aiplatform.googleapis.com",
+                "options":{"project":"p","token_source":{"type":"gce_metadata","cluster":"m"}}}],
+                "models":[{"name":"c","provider":"v"}],
+                "callers":[{"id":"a","principals":["spiffe://x"],"models":["*"]}]}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let doc = br#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#;
+        let pending = Pending {
+            caller: 0,
+            via: crate::auth::Via::Key,
+            endpoint: Endpoint::ChatCompletions,
+            client_headers: vec![],
+        };
+        let Ok(f) = gateway::on_request_body(&c, &pending, doc) else {
+            panic!("not forwarded")
+        };
+        assert_eq!(f.bearer_from_shared.as_deref(), Some("llm-gateway/token/v"));
+        assert_eq!(
+            f.shared_bearer(&c, Some(b"1000 ya29.t"), 900).unwrap(),
+            "Bearer ya29.t"
+        );
+        for (cached, now) in [(None, 0), (Some(&b"1000 ya29.t"[..]), 980)] {
+            let Err(r) = f.shared_bearer(&c, cached, now) else {
+                panic!("no 502")
+            };
+            assert_eq!(r.status, 502);
+            let body = String::from_utf8(r.body).unwrap();
+            assert!(body.contains("upstream_credentials_unavailable"), "{body}");
+            assert!(body.contains("provider v"), "{body}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! `null` (compatible servers differ), unknown fields are skipped.
 
 use super::error_body;
-use crate::error::ApiError;
+use crate::error::{invalid_answer, ApiError};
 use crate::providers::ResponseTranslator;
 use crate::usage::Usage as GatewayUsage;
 use serde::{Deserialize, Serialize};
@@ -208,15 +208,6 @@ pub fn openai_error(v: &serde_json::Value) -> ApiError {
     let mut e = ApiError::new(status, kind.to_string(), message);
     e.code = get("code").map(str::to_string);
     e
-}
-
-/// The answer could not be read.
-pub fn invalid_answer(what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_invalid_response",
-        format!("The provider's answer could not be read: {what}."),
-    )
 }
 
 /// Tool call arguments as the `input` object (`{}` when they are not one).

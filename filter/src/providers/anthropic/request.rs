@@ -7,7 +7,9 @@
 //! in — survives.
 
 use crate::config::Model;
-use crate::error::{echo, ApiError};
+use crate::error::{
+    echo, invalid_value, type_error, unsupported_param, unsupported_value, ApiError,
+};
 use crate::providers::UnknownParams;
 use crate::request::ClientRequest;
 use serde::{Deserialize, Serialize};
@@ -42,32 +44,8 @@ pub fn effort_budget(effort: &str) -> Option<Option<u64>> {
 /// `thinking` object (Anthropic's, as LiteLLM accepts it) and `top_k`.
 const EXTRA_PARAMS: [&str; 2] = ["thinking", "top_k"];
 
-fn type_error(param: &str, expected: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "invalid_type",
-        format!("Invalid type for '{param}': expected {expected}."),
-    )
-}
-
-fn invalid_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "invalid_value", message)
-}
-
-fn unsupported_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "unsupported_value", message)
-}
-
-fn unsupported_param(param: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "unsupported_parameter",
-        format!(
-            "Unsupported parameter: '{param}' is not supported with Anthropic models. \
-             Remove it, or set drop_unsupported_params on the model in the gateway's config."
-        ),
-    )
-}
+/// The provider's name in `unsupported_parameter` errors.
+const PROVIDER: &str = "Anthropic";
 
 // ------------------------------------------------------------ output shape
 
@@ -637,6 +615,49 @@ fn user_blocks<'a>(raw: Option<&'a RawValue>, param: &str) -> Result<Vec<Block<'
     Ok(out)
 }
 
+/// An assistant message's `tool_calls` (at `p`) as `(id, name, input)`,
+/// the arguments string checked to be a JSON object (`{}` when empty);
+/// `provider` names the models in the errors. Shared with Bedrock.
+pub(crate) fn in_tool_calls(
+    raw: &RawValue,
+    p: &str,
+    provider: &str,
+) -> Result<Vec<(String, String, Box<RawValue>)>, ApiError> {
+    let calls: Vec<&RawValue> = parse_raw(raw, p, "an array of tool calls")?;
+    let mut out = Vec::with_capacity(calls.len());
+    for (j, c) in calls.iter().enumerate() {
+        let cp = format!("{p}[{j}]");
+        let call: InToolCall = parse_raw(c, &cp, "a tool call object")?;
+        if call.kind.as_deref().is_some_and(|k| k != "function") {
+            return Err(unsupported_value(
+                &format!("{cp}.type"),
+                format!("Only 'function' tool calls are supported with {provider} models."),
+            ));
+        }
+        let id = call
+            .id
+            .ok_or_else(|| ApiError::missing_param(&format!("{cp}.id")))?;
+        let args = call.function.arguments.unwrap_or_default();
+        let args = args.trim();
+        let args = if args.is_empty() { "{}" } else { args };
+        let ap = format!("{cp}.function.arguments");
+        let input = RawValue::from_string(args.to_string())
+            .ok()
+            .filter(|r| r.get().starts_with('{'))
+            .ok_or_else(|| {
+                invalid_value(
+                    &ap,
+                    format!(
+                        "Invalid '{ap}': must be a JSON object encoded as a string \
+                         ({provider} tool inputs are objects)."
+                    ),
+                )
+            })?;
+        out.push((id, call.function.name, input));
+    }
+    Ok(out)
+}
+
 fn assistant_blocks<'a>(m: &InMessage<'a>, param: &str) -> Result<Vec<Block<'a>>, ApiError> {
     let mut out = Vec::new();
     if let Some(raw) = m.thinking_blocks.filter(|r| r.get() != "null") {
@@ -693,42 +714,17 @@ fn assistant_blocks<'a>(m: &InMessage<'a>, param: &str) -> Result<Vec<Block<'a>>
         }
     }
     if !is_null(m.function_call) {
-        return Err(unsupported_param(&format!("{param}.function_call")));
+        return Err(unsupported_param(
+            &format!("{param}.function_call"),
+            PROVIDER,
+        ));
     }
     if let Some(raw) = m.tool_calls.filter(|r| r.get() != "null") {
         let p = format!("{param}.tool_calls");
-        let calls: Vec<&RawValue> = parse_raw(raw, &p, "an array of tool calls")?;
-        for (j, c) in calls.iter().enumerate() {
-            let cp = format!("{p}[{j}]");
-            let call: InToolCall = parse_raw(c, &cp, "a tool call object")?;
-            if call.kind.as_deref().is_some_and(|k| k != "function") {
-                return Err(unsupported_value(
-                    &format!("{cp}.type"),
-                    "Only 'function' tool calls are supported with Anthropic models.",
-                ));
-            }
-            let id = call
-                .id
-                .ok_or_else(|| ApiError::missing_param(&format!("{cp}.id")))?;
-            let args = call.function.arguments.unwrap_or_default();
-            let args = args.trim();
-            let args = if args.is_empty() { "{}" } else { args };
-            let ap = format!("{cp}.function.arguments");
-            let input = RawValue::from_string(args.to_string())
-                .ok()
-                .filter(|r| r.get().starts_with('{'))
-                .ok_or_else(|| {
-                    invalid_value(
-                        &ap,
-                        format!(
-                            "Invalid '{ap}': must be a JSON object encoded as a string \
-                             (Anthropic tool inputs are objects)."
-                        ),
-                    )
-                })?;
+        for (id, name, input) in in_tool_calls(raw, &p, PROVIDER)? {
             out.push(Block::ToolUse {
                 id,
-                name: call.function.name,
+                name,
                 input,
                 cache_control: None,
             });
@@ -1055,6 +1051,50 @@ const UNSUPPORTED: [&str; 15] = [
 // OpenAI's cache (Anthropic caches at `cache_control` breakpoints, which are
 // passed on); `stream_options` is handled by the gateway itself.
 
+/// Screens a request's top-level parameters. An unknown one (neither
+/// OpenAI's nor in `extra_params`) is rejected, dropped or, with
+/// `UnknownParams::Pass`, returned (in the request's order); then one of
+/// `unsupported` that is set to something not `neutral` is rejected
+/// (naming `provider`'s models) unless `drop`. Shared with Bedrock and
+/// Gemini.
+pub(crate) fn screen_params<'r, 'a>(
+    req: &'r ClientRequest<'a>,
+    extra_params: &[&str],
+    unknown: UnknownParams,
+    unsupported: &[&str],
+    neutral: fn(&str, &RawValue) -> bool,
+    drop: bool,
+    provider: &str,
+) -> Result<Vec<(&'r str, &'a RawValue)>, ApiError> {
+    let known = req.endpoint.known_params();
+    let mut passed = Vec::new();
+    for (k, v) in &req.fields {
+        let k = k.as_str();
+        if known.contains(&k) || extra_params.contains(&k) {
+            continue;
+        }
+        match unknown {
+            UnknownParams::Reject => {
+                return Err(ApiError::invalid_param(
+                    k,
+                    "unknown_parameter",
+                    format!("Unrecognized request argument supplied: {}", echo(k)),
+                ))
+            }
+            UnknownParams::Drop => {}
+            UnknownParams::Pass => passed.push((k, *v)),
+        }
+    }
+    for &p in unsupported {
+        if let Some(raw) = req.field(p) {
+            if !neutral(p, raw) && !drop {
+                return Err(unsupported_param(p, provider));
+            }
+        }
+    }
+    Ok(passed)
+}
+
 /// Fields of the Anthropic body the gateway writes; a passed-on unknown
 /// parameter never overrides them.
 const BODY_FIELDS: [&str; 14] = [
@@ -1083,34 +1123,18 @@ pub fn translate(
     let drop = model.drop_unsupported_params;
     // Parameters: unknown ones first (as OpenAI reports them), then the
     // ones Anthropic cannot honour.
-    let known = req.endpoint.known_params();
     let mut extra = BTreeMap::new();
-    for (k, v) in &req.fields {
-        let k = k.as_str();
-        if known.contains(&k) || EXTRA_PARAMS.contains(&k) {
-            continue;
-        }
-        match unknown {
-            UnknownParams::Reject => {
-                return Err(ApiError::invalid_param(
-                    k,
-                    "unknown_parameter",
-                    format!("Unrecognized request argument supplied: {}", echo(k)),
-                ))
-            }
-            UnknownParams::Drop => {}
-            UnknownParams::Pass => {
-                if !BODY_FIELDS.contains(&k) {
-                    extra.insert(k, *v);
-                }
-            }
-        }
-    }
-    for p in UNSUPPORTED {
-        if let Some(raw) = req.field(p) {
-            if !neutral(p, raw) && !drop {
-                return Err(unsupported_param(p));
-            }
+    for (k, v) in screen_params(
+        req,
+        &EXTRA_PARAMS,
+        unknown,
+        &UNSUPPORTED,
+        neutral,
+        drop,
+        PROVIDER,
+    )? {
+        if !BODY_FIELDS.contains(&k) {
+            extra.insert(k, v);
         }
     }
 

@@ -1,11 +1,12 @@
 //! A whole Messages answer → `chat.completion`; finish reasons, statuses
 //! and errors shared with the stream.
 
-use super::types::{ErrorBody, FunctionCall, Message, OutUsage, ThinkingBlock, ToolCall, Usage};
-use crate::error::{self, ApiError};
+use super::types::{ErrorBody, FunctionCall, Message, ThinkingBlock, ToolCall, Usage};
+pub use crate::error::invalid_answer;
+use crate::error::{self, cut_message as cut, upstream_auth_failed as auth_failed, ApiError};
+use crate::providers::openai_out::OneChoice;
 use crate::providers::ResponseTranslator;
 use crate::usage::Usage as GatewayUsage;
-use serde::Serialize;
 
 /// `chatcmpl-` + Anthropic's message id: stable, and traceable to the
 /// provider's logs.
@@ -55,31 +56,6 @@ fn kind_and_code(kind: &str) -> Option<(&'static str, &'static str)> {
         "billing_error" => ("server_error", "upstream_billing_error"),
         _ => return None,
     })
-}
-
-fn auth_failed(provider: &str, what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_auth_failed",
-        format!(
-            "Provider `{provider}` rejected the gateway's credentials ({what}). \
-             This is a gateway configuration problem, not a problem with your key."
-        ),
-    )
-}
-
-/// Longest provider message passed on.
-const MESSAGE_MAX: usize = 2048;
-
-fn cut(s: &str) -> String {
-    if s.len() <= MESSAGE_MAX {
-        return s.to_string();
-    }
-    let mut end = MESSAGE_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// An error answer (`{"type":"error","error":{"type","message"}}`) in
@@ -146,45 +122,6 @@ pub fn stream_error(provider: &str, err: &ErrorBody) -> ApiError {
     ApiError::new(502, t, message).code(code)
 }
 
-pub fn invalid_answer(what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_invalid_response",
-        format!("The provider's answer could not be read: {what}."),
-    )
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: OutUsage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: OutMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct OutMessage<'a> {
-    role: &'static str,
-    content: Option<String>,
-    refusal: Option<()>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    thinking_blocks: Vec<ThinkingBlock>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
 /// Translate a whole answer. `json_tool` names the JSON-mode tool, if the
 /// request asked for JSON; its input becomes the content.
 pub fn translate(msg: &Message<'_>, json_tool: Option<&str>, created: u64) -> Vec<u8> {
@@ -233,35 +170,20 @@ pub fn translate(msg: &Message<'_>, json_tool: Option<&str>, created: u64) -> Ve
             _ => {}
         }
     }
-    // JSON mode: the tool input is the answer; text around it (the model
-    // is forced to call the tool, so normally none) would break the JSON.
-    let content = match json {
-        Some(j) => Some(j),
-        None if has_text => Some(text),
-        None => None,
-    };
-    let finish = finish_reason(msg.stop_reason.as_deref(), !tool_calls.is_empty());
-    let out = Completion {
+    let finish_reason = finish_reason(msg.stop_reason.as_deref(), !tool_calls.is_empty());
+    OneChoice {
         id: completion_id(msg.id.as_deref().unwrap_or("")),
-        object: "chat.completion",
         created,
         model: msg.model.as_deref().unwrap_or(""),
-        choices: [Choice {
-            index: 0,
-            message: OutMessage {
-                role: "assistant",
-                content,
-                refusal: None,
-                reasoning_content: has_reasoning.then_some(reasoning),
-                thinking_blocks,
-                tool_calls,
-            },
-            logprobs: None,
-            finish_reason: finish,
-        }],
+        text: has_text.then_some(text),
+        json,
+        reasoning: has_reasoning.then_some(reasoning),
+        thinking_blocks,
+        tool_calls,
+        finish_reason,
         usage: msg.usage.unwrap_or_default().openai(),
-    };
-    serde_json::to_vec(&out).unwrap_or_else(|_| invalid_answer("serialisation").body())
+    }
+    .into_bytes()
 }
 
 /// Translator for a non-streamed answer.

@@ -22,13 +22,14 @@
 //! (possibly nothing), so any split of the bytes gives the same output.
 
 use super::response::{completion_id, finish_reason, invalid_answer, stream_error};
-use super::types::{ErrorBody, Message, OutUsage, Usage};
+use super::types::{ErrorBody, Message, Usage};
 use crate::error::ApiError;
+use crate::providers::openai_out::{write_data, ChoiceStream, Delta, DONE};
 use crate::providers::openai_shaped::incomplete_stream_event;
 use crate::providers::ResponseTranslator;
 use crate::sse::{SseEvent, SseParser};
 use crate::usage::Usage as GatewayUsage;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Event<'a> {
@@ -84,91 +85,17 @@ enum Open {
     Ignored,
 }
 
-#[derive(Serialize, Default)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thinking_blocks: Option<[StreamThinking<'a>; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolDelta<'a>; 1]>,
-}
-
-/// A whole thinking block in a delta. `index` counts the answer's thinking
-/// blocks, so clients that merge list deltas by `index` (the OpenAI SDKs'
-/// stream helpers) collect them like tool calls.
-#[derive(Serialize)]
-struct StreamThinking<'a> {
-    index: usize,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thinking: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ToolDelta<'a> {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionDelta<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChunkChoice<'a>>,
-    /// Present (null, or the totals on the last chunk) only when the client
-    /// asked for `include_usage`, as OpenAI does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<OutUsage>>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
 pub struct StreamTranslator {
     provider: String,
-    include_usage: bool,
+    chunks: ChoiceStream,
     json_tool: Option<String>,
     sse: SseParser,
     events: Vec<SseEvent>,
-    id: String,
-    model: String,
-    created: u64,
-    /// The role chunk went out.
-    started: bool,
     finish_sent: bool,
     /// `message_stop` or an error: nothing more is written.
     ended: bool,
     blocks: Vec<(u64, Open)>,
     next_tool: usize,
-    next_thinking: usize,
     /// Text held back in JSON mode until it is known whether the JSON tool
     /// answers (then the text is dropped, as in a whole answer).
     held: String,
@@ -182,19 +109,14 @@ impl StreamTranslator {
     pub fn new(provider: &str, include_usage: bool, json_tool: Option<String>) -> Self {
         StreamTranslator {
             provider: provider.to_string(),
-            include_usage,
+            chunks: ChoiceStream::new(completion_id(""), String::new(), include_usage),
             json_tool,
             sse: SseParser::new(),
             events: Vec::new(),
-            id: completion_id(""),
-            model: String::new(),
-            created: 0,
-            started: false,
             finish_sent: false,
             ended: false,
             blocks: Vec::new(),
             next_tool: 0,
-            next_thinking: 0,
             held: String::new(),
             json_used: false,
             stop_reason: None,
@@ -203,98 +125,15 @@ impl StreamTranslator {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: self.include_usage.then_some(None),
-        };
-        self.write_json(out, &chunk);
-    }
-
-    fn write_json<T: Serialize>(&self, out: &mut Vec<u8>, v: &T) {
-        if let Ok(bytes) = serde_json::to_vec(v) {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&bytes);
-            out.extend_from_slice(b"\n\n");
-        }
-    }
-
-    fn start(&mut self, out: &mut Vec<u8>) {
-        if !self.started {
-            self.started = true;
-            self.write(
-                out,
-                Delta {
-                    role: Some("assistant"),
-                    content: Some(""),
-                    ..Delta::default()
-                },
-                None,
-            );
-        }
-    }
-
-    fn content(&mut self, out: &mut Vec<u8>, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                content: Some(text),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
-    fn tool_delta(&mut self, out: &mut Vec<u8>, tool: ToolDelta<'_>) {
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                tool_calls: Some([tool]),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
-    fn thinking_block(&mut self, out: &mut Vec<u8>, mut block: StreamThinking<'_>) {
-        block.index = self.next_thinking;
-        self.next_thinking += 1;
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                thinking_blocks: Some([block]),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
     fn fail(&mut self, out: &mut Vec<u8>, e: ApiError) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&e.body());
-        out.extend_from_slice(b"\n\n");
+        write_data(out, &e.body());
         self.ended = true;
     }
 
     fn flush_held(&mut self, out: &mut Vec<u8>) {
         if !self.json_used && !self.held.is_empty() {
             let held = std::mem::take(&mut self.held);
-            self.content(out, &held);
+            self.chunks.content(out, &held);
         }
         self.held.clear();
     }
@@ -304,10 +143,10 @@ impl StreamTranslator {
         if self.finish_sent {
             return;
         }
-        self.start(out);
+        self.chunks.start(out);
         self.finish_sent = true;
         let reason = finish_reason(self.stop_reason.as_deref(), self.next_tool > 0);
-        self.write(out, Delta::default(), Some(reason));
+        self.chunks.write(out, Delta::default(), Some(reason));
     }
 
     fn block(&mut self, index: u64) -> Option<&mut Open> {
@@ -333,19 +172,19 @@ impl StreamTranslator {
         match parsed.kind.as_str() {
             "message_start" => {
                 if let Some(m) = parsed.message {
-                    if !self.started {
-                        self.id = completion_id(m.id.as_deref().unwrap_or(""));
-                        self.model = m.model.unwrap_or_default();
+                    if !self.chunks.started {
+                        self.chunks.id = completion_id(m.id.as_deref().unwrap_or(""));
+                        self.chunks.model = m.model.unwrap_or_default();
                     }
                     if let Some(u) = m.usage {
                         self.usage.merge(&u);
                         self.saw_usage = true;
                     }
                 }
-                self.start(out);
+                self.chunks.start(out);
             }
             "content_block_start" => {
-                self.start(out);
+                self.chunks.start(out);
                 let Some(b) = parsed.content_block else {
                     return;
                 };
@@ -355,14 +194,14 @@ impl StreamTranslator {
                         if self.json_tool.is_some() {
                             self.held.push_str(&t);
                         } else {
-                            self.content(out, &t);
+                            self.chunks.content(out, &t);
                         }
                         Open::Text
                     }
                     "thinking" => {
                         let text = b.thinking.unwrap_or_default();
                         if !text.is_empty() {
-                            self.write(
+                            self.chunks.write(
                                 out,
                                 Delta {
                                     reasoning_content: Some(&text),
@@ -378,16 +217,7 @@ impl StreamTranslator {
                     }
                     "redacted_thinking" => {
                         let data = b.data.unwrap_or_default();
-                        self.thinking_block(
-                            out,
-                            StreamThinking {
-                                index: 0,
-                                kind: "redacted_thinking",
-                                thinking: None,
-                                signature: None,
-                                data: Some(&data),
-                            },
-                        );
+                        self.chunks.redacted_thinking(out, &data);
                         Open::Ignored
                     }
                     "tool_use" => {
@@ -400,18 +230,7 @@ impl StreamTranslator {
                             let i = self.next_tool;
                             self.next_tool += 1;
                             let id = b.id.unwrap_or_default();
-                            self.tool_delta(
-                                out,
-                                ToolDelta {
-                                    index: i,
-                                    id: Some(&id),
-                                    kind: Some("function"),
-                                    function: FunctionDelta {
-                                        name: Some(&name),
-                                        arguments: "",
-                                    },
-                                },
-                            );
+                            self.chunks.tool_start(out, i, &id, &name);
                             Open::Tool {
                                 index: i,
                                 args: false,
@@ -435,7 +254,7 @@ impl StreamTranslator {
                                 self.held.push_str(&t);
                             }
                         } else {
-                            self.content(out, &t);
+                            self.chunks.content(out, &t);
                         }
                     }
                     Some("input_json_delta") => {
@@ -447,22 +266,11 @@ impl StreamTranslator {
                             Some(Open::Tool { index: i, args }) => {
                                 *args = true;
                                 let i = *i;
-                                self.tool_delta(
-                                    out,
-                                    ToolDelta {
-                                        index: i,
-                                        id: None,
-                                        kind: None,
-                                        function: FunctionDelta {
-                                            name: None,
-                                            arguments: &part,
-                                        },
-                                    },
-                                );
+                                self.chunks.tool_args(out, i, &part);
                             }
                             Some(Open::Json { any }) => {
                                 *any = true;
-                                self.content(out, &part);
+                                self.chunks.content(out, &part);
                             }
                             _ => {}
                         }
@@ -473,8 +281,8 @@ impl StreamTranslator {
                             text.push_str(&t);
                         }
                         if !t.is_empty() {
-                            self.start(out);
-                            self.write(
+                            self.chunks.start(out);
+                            self.chunks.write(
                                 out,
                                 Delta {
                                     reasoning_content: Some(&t),
@@ -502,29 +310,11 @@ impl StreamTranslator {
                     Open::Tool {
                         index: i,
                         args: false,
-                    } => self.tool_delta(
-                        out,
-                        ToolDelta {
-                            index: i,
-                            id: None,
-                            kind: None,
-                            function: FunctionDelta {
-                                name: None,
-                                arguments: "{}",
-                            },
-                        },
-                    ),
-                    Open::Json { any: false } => self.content(out, "{}"),
-                    Open::Thinking { text, signature } => self.thinking_block(
-                        out,
-                        StreamThinking {
-                            index: 0,
-                            kind: "thinking",
-                            thinking: Some(&text),
-                            signature: Some(&signature),
-                            data: None,
-                        },
-                    ),
+                    } => self.chunks.tool_args(out, i, "{}"),
+                    Open::Json { any: false } => self.chunks.content(out, "{}"),
+                    Open::Thinking { text, signature } => {
+                        self.chunks.thinking(out, &text, &signature)
+                    }
                     _ => {}
                 }
             }
@@ -540,18 +330,10 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 self.finish(out);
-                if self.include_usage {
-                    let chunk = Chunk {
-                        id: &self.id,
-                        object: "chat.completion.chunk",
-                        created: self.created,
-                        model: &self.model,
-                        choices: Vec::new(),
-                        usage: Some(Some(self.usage.openai())),
-                    };
-                    self.write_json(out, &chunk);
+                if self.chunks.include_usage {
+                    self.chunks.head().write_usage(out, self.usage.openai());
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.extend_from_slice(DONE);
                 self.ended = true;
             }
             "error" => {
@@ -597,7 +379,7 @@ impl ResponseTranslator for StreamTranslator {
     }
 
     fn set_created(&mut self, unix_seconds: u64) {
-        self.created = unix_seconds;
+        self.chunks.created = unix_seconds;
     }
 }
 

@@ -85,34 +85,16 @@ impl Usage {
     /// written to the cache) is a prompt token; `cached_tokens` are the ones
     /// read from the cache.
     pub fn openai(&self) -> OutUsage {
-        let read = self.cache_read_input_tokens.unwrap_or(0);
-        let written = self.cache_creation_input_tokens.unwrap_or(0);
-        let prompt = self
-            .input_tokens
-            .unwrap_or(0)
-            .saturating_add(read)
-            .saturating_add(written);
-        let completion = self.output_tokens.unwrap_or(0);
-        OutUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt.saturating_add(completion),
-            prompt_tokens_details: PromptDetails {
-                cached_tokens: read,
-                cache_creation_tokens: written,
-            },
-        }
+        OutUsage::of(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        )
     }
 
     pub fn gateway(&self) -> crate::usage::Usage {
-        let o = self.openai();
-        crate::usage::Usage {
-            prompt_tokens: o.prompt_tokens,
-            completion_tokens: o.completion_tokens,
-            total_tokens: o.total_tokens,
-            cached_tokens: o.prompt_tokens_details.cached_tokens,
-            reasoning_tokens: 0,
-        }
+        self.openai().gateway()
     }
 }
 
@@ -132,6 +114,47 @@ pub struct OutUsage {
     pub completion_tokens: u64,
     pub total_tokens: u64,
     pub prompt_tokens_details: PromptDetails,
+}
+
+impl OutUsage {
+    /// From uncached input, output, cache-read and cache-write token counts
+    /// (absent: 0): every input token (uncached, read from the cache,
+    /// written to it) is a prompt token; `cached_tokens` are the reads,
+    /// `cache_creation_tokens` the writes. Shared with Bedrock.
+    pub fn of(
+        input: Option<u64>,
+        output: Option<u64>,
+        read: Option<u64>,
+        written: Option<u64>,
+    ) -> OutUsage {
+        let read = read.unwrap_or(0);
+        let written = written.unwrap_or(0);
+        let prompt = input
+            .unwrap_or(0)
+            .saturating_add(read)
+            .saturating_add(written);
+        let completion = output.unwrap_or(0);
+        OutUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: read,
+                cache_creation_tokens: written,
+            },
+        }
+    }
+
+    /// The gateway's record of these counts (for quotas and logs).
+    pub fn gateway(&self) -> crate::usage::Usage {
+        crate::usage::Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cached_tokens: self.prompt_tokens_details.cached_tokens,
+            reasoning_tokens: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

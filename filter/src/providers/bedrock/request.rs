@@ -13,10 +13,12 @@
 //! request alike, and the `.wasm` holds one copy of that code.
 
 use crate::config::Model;
-use crate::error::{echo, ApiError};
+use crate::error::{
+    echo, invalid_value, type_error, unsupported_param, unsupported_value, ApiError,
+};
 use crate::providers::anthropic::request::{
-    data_url, effort_budget, json_tool, json_tool_name as anthropic_json_tool_name, parse_raw,
-    InFile, InImageUrl, InMessage, InPart, InThinkingBlock, InTool, InToolCall,
+    data_url, effort_budget, in_tool_calls, json_tool, json_tool_name as anthropic_json_tool_name,
+    parse_raw, screen_params, InFile, InImageUrl, InMessage, InPart, InThinkingBlock, InTool,
 };
 use crate::providers::UnknownParams;
 use crate::request::ClientRequest;
@@ -36,32 +38,8 @@ pub const MIN_THINKING_BUDGET: u64 = 1024;
 /// and `top_k` (Claude's and Mistral's name for it on Bedrock).
 const EXTRA_PARAMS: [&str; 2] = ["thinking", "top_k"];
 
-fn type_error(param: &str, expected: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "invalid_type",
-        format!("Invalid type for '{param}': expected {expected}."),
-    )
-}
-
-fn invalid_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "invalid_value", message)
-}
-
-fn unsupported_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "unsupported_value", message)
-}
-
-fn unsupported_param(param: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "unsupported_parameter",
-        format!(
-            "Unsupported parameter: '{param}' is not supported with Bedrock models. \
-             Remove it, or set drop_unsupported_params on the model in the gateway's config."
-        ),
-    )
-}
+/// The provider's name in `unsupported_parameter` errors.
+const PROVIDER: &str = "Bedrock";
 
 // ------------------------------------------------------------ output shape
 
@@ -619,42 +597,17 @@ fn assistant_blocks(m: &InMessage<'_>, param: &str) -> Result<Vec<Block>, ApiErr
         }
     }
     if is_set(m.function_call).is_some() {
-        return Err(unsupported_param(&format!("{param}.function_call")));
+        return Err(unsupported_param(
+            &format!("{param}.function_call"),
+            PROVIDER,
+        ));
     }
     if let Some(raw) = is_set(m.tool_calls) {
         let p = format!("{param}.tool_calls");
-        let calls: Vec<&RawValue> = parse_raw(raw, &p, "an array of tool calls")?;
-        for (j, c) in calls.iter().enumerate() {
-            let cp = format!("{p}[{j}]");
-            let call: InToolCall = parse_raw(c, &cp, "a tool call object")?;
-            if call.kind.as_deref().is_some_and(|k| k != "function") {
-                return Err(unsupported_value(
-                    &format!("{cp}.type"),
-                    "Only 'function' tool calls are supported with Bedrock models.",
-                ));
-            }
-            let id = call
-                .id
-                .ok_or_else(|| ApiError::missing_param(&format!("{cp}.id")))?;
-            let args = call.function.arguments.unwrap_or_default();
-            let args = args.trim();
-            let args = if args.is_empty() { "{}" } else { args };
-            let ap = format!("{cp}.function.arguments");
-            let input = RawValue::from_string(args.to_string())
-                .ok()
-                .filter(|r| r.get().starts_with('{'))
-                .ok_or_else(|| {
-                    invalid_value(
-                        &ap,
-                        format!(
-                            "Invalid '{ap}': must be a JSON object encoded as a string \
-                             (Bedrock tool inputs are objects)."
-                        ),
-                    )
-                })?;
+        for (id, name, input) in in_tool_calls(raw, &p, PROVIDER)? {
             out.push(Block::ToolUse(ToolUse {
                 tool_use_id: id,
-                name: call.function.name,
+                name,
                 input,
             }));
         }
@@ -964,31 +917,17 @@ pub fn translate(
     // Parameters: unknown ones first (as OpenAI reports them), then the
     // ones Bedrock cannot honour. `pass` sends unknown ones to the model
     // in `additionalModelRequestFields`.
-    let known = req.endpoint.known_params();
     let mut extra = Fields::default();
-    for (k, v) in &req.fields {
-        let k = k.as_str();
-        if known.contains(&k) || EXTRA_PARAMS.contains(&k) {
-            continue;
-        }
-        match unknown {
-            UnknownParams::Reject => {
-                return Err(ApiError::invalid_param(
-                    k,
-                    "unknown_parameter",
-                    format!("Unrecognized request argument supplied: {}", echo(k)),
-                ))
-            }
-            UnknownParams::Drop => {}
-            UnknownParams::Pass => extra.0.push((k, Extra::Raw(v))),
-        }
-    }
-    for p in UNSUPPORTED {
-        if let Some(raw) = req.field(p) {
-            if !neutral(p, raw) && !drop {
-                return Err(unsupported_param(p));
-            }
-        }
+    for (k, v) in screen_params(
+        req,
+        &EXTRA_PARAMS,
+        unknown,
+        &UNSUPPORTED,
+        neutral,
+        drop,
+        PROVIDER,
+    )? {
+        extra.0.push((k, Extra::Raw(v)));
     }
 
     let turns = conversation(req)?;

@@ -2,11 +2,12 @@
 //! and errors shared with the stream and the embeddings.
 
 use super::types::{str_at, Answer, Usage};
-use crate::error::{self, ApiError};
-use crate::providers::anthropic::types::{FunctionCall, OutUsage, ThinkingBlock, ToolCall};
+pub use crate::error::invalid_answer;
+use crate::error::{self, cut_message as cut, upstream_auth_failed as auth_failed, ApiError};
+use crate::providers::anthropic::types::{FunctionCall, ThinkingBlock, ToolCall};
+use crate::providers::openai_out::OneChoice;
 use crate::providers::ResponseTranslator;
 use crate::usage::Usage as GatewayUsage;
-use serde::Serialize;
 use serde_json::Value;
 
 /// The response header carrying AWS's request id.
@@ -63,31 +64,6 @@ pub fn client_status(status: u16) -> u16 {
         424 => 502,
         s => error::upstream_status(s),
     }
-}
-
-fn auth_failed(provider: &str, what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_auth_failed",
-        format!(
-            "Provider `{provider}` rejected the gateway's credentials ({what}). \
-             This is a gateway configuration problem, not a problem with your key."
-        ),
-    )
-}
-
-/// Longest provider message passed on.
-const MESSAGE_MAX: usize = 2048;
-
-fn cut(s: &str) -> String {
-    if s.len() <= MESSAGE_MAX {
-        return s.to_string();
-    }
-    let mut end = MESSAGE_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// OpenAI `type` and `code` for a Bedrock status, refined by the exception
@@ -196,45 +172,6 @@ pub fn stream_error(provider: &str, exception: &str, message: Option<&str>) -> A
     ApiError::new(502, t, message).code(code)
 }
 
-pub fn invalid_answer(what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_invalid_response",
-        format!("The provider's answer could not be read: {what}."),
-    )
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: OutUsage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: OutMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct OutMessage<'a> {
-    role: &'static str,
-    content: Option<String>,
-    refusal: Option<()>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    thinking_blocks: Vec<ThinkingBlock>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
 /// What the answer is labelled with.
 pub struct Meta<'a> {
     pub id: String,
@@ -295,40 +232,25 @@ pub fn translate(answer: &Answer<'_>, json_tool: Option<&str>, meta: Meta<'_>) -
             }
         }
     }
-    // JSON mode: the tool input is the answer; text around it would break
-    // the JSON.
-    let content = match json {
-        Some(j) => Some(j),
-        None if has_text => Some(text),
-        None => None,
-    };
-    let finish = finish_reason(answer.stop_reason.as_deref(), !tool_calls.is_empty());
-    let out = Completion {
+    let finish_reason = finish_reason(answer.stop_reason.as_deref(), !tool_calls.is_empty());
+    OneChoice {
         id: meta.id,
-        object: "chat.completion",
         created: meta.created,
         model: meta.model,
-        choices: [Choice {
-            index: 0,
-            message: OutMessage {
-                role: "assistant",
-                content,
-                refusal: None,
-                reasoning_content: has_reasoning.then_some(reasoning),
-                thinking_blocks,
-                tool_calls,
-            },
-            logprobs: None,
-            finish_reason: finish,
-        }],
+        text: has_text.then_some(text),
+        json,
+        reasoning: has_reasoning.then_some(reasoning),
+        thinking_blocks,
+        tool_calls,
+        finish_reason,
         usage: answer
             .usage
             .as_ref()
             .map(Usage::from_json)
             .unwrap_or_default()
             .openai(),
-    };
-    serde_json::to_vec(&out).unwrap_or_else(|_| invalid_answer("serialisation").body())
+    }
+    .into_bytes()
 }
 
 /// Translator for a non-streamed `Converse` answer.

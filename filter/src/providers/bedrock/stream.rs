@@ -34,11 +34,10 @@ use super::response::{
 };
 use super::types::{str_at, Usage};
 use crate::error::ApiError;
-use crate::providers::anthropic::types::OutUsage;
+use crate::providers::openai_out::{write_data, ChoiceStream, Delta, DONE};
 use crate::providers::openai_shaped::incomplete_stream_event;
 use crate::providers::ResponseTranslator;
 use crate::usage::Usage as GatewayUsage;
-use serde::Serialize;
 use serde_json::Value;
 
 /// A content block between its first event and its stop.
@@ -64,92 +63,18 @@ enum Open {
     Ignored,
 }
 
-#[derive(Serialize, Default)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thinking_blocks: Option<[StreamThinking<'a>; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolDelta<'a>; 1]>,
-}
-
-/// A whole reasoning block in a delta; `index` counts the answer's
-/// reasoning blocks.
-#[derive(Serialize)]
-struct StreamThinking<'a> {
-    index: usize,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thinking: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ToolDelta<'a> {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionDelta<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChunkChoice<'a>>,
-    /// Present (null, or the totals on the last chunk) only when the client
-    /// asked for `include_usage`, as OpenAI does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<OutUsage>>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
 pub struct StreamTranslator {
     provider: String,
-    model: String,
-    include_usage: bool,
+    chunks: ChoiceStream,
     json_tool: Option<String>,
     decoder: Decoder,
     frames: Vec<Frame>,
-    request_id: Option<String>,
-    id: String,
-    created: u64,
-    /// The role chunk went out.
-    started: bool,
     /// `messageStop` arrived (and the finish chunk went out).
     stopped: bool,
     /// `[DONE]`, an error event or a failed decode: nothing more is written.
     ended: bool,
     blocks: Vec<(u64, Open)>,
     next_tool: usize,
-    next_thinking: usize,
     /// Text held back in JSON mode until it is known whether the JSON tool
     /// answers (then the text is dropped, as in a whole answer).
     held: String,
@@ -167,20 +92,14 @@ impl StreamTranslator {
     ) -> Self {
         StreamTranslator {
             provider: provider.to_string(),
-            model: model.to_string(),
-            include_usage,
+            chunks: ChoiceStream::new(completion_id(None), model.to_string(), include_usage),
             json_tool,
             decoder: Decoder::new(),
             frames: Vec::new(),
-            request_id: None,
-            id: completion_id(None),
-            created: 0,
-            started: false,
             stopped: false,
             ended: false,
             blocks: Vec::new(),
             next_tool: 0,
-            next_thinking: 0,
             held: String::new(),
             json_used: false,
             usage: Usage::default(),
@@ -188,109 +107,25 @@ impl StreamTranslator {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: self.include_usage.then_some(None),
-        };
-        write_json(out, &chunk);
-    }
-
-    fn start(&mut self, out: &mut Vec<u8>) {
-        if !self.started {
-            self.started = true;
-            self.id = completion_id(self.request_id.as_deref());
-            self.write(
-                out,
-                Delta {
-                    role: Some("assistant"),
-                    content: Some(""),
-                    ..Delta::default()
-                },
-                None,
-            );
-        }
-    }
-
-    fn content(&mut self, out: &mut Vec<u8>, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                content: Some(text),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
-    fn tool_delta(&mut self, out: &mut Vec<u8>, tool: ToolDelta<'_>) {
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                tool_calls: Some([tool]),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
-    fn thinking_block(&mut self, out: &mut Vec<u8>, mut block: StreamThinking<'_>) {
-        block.index = self.next_thinking;
-        self.next_thinking += 1;
-        self.start(out);
-        self.write(
-            out,
-            Delta {
-                thinking_blocks: Some([block]),
-                ..Delta::default()
-            },
-            None,
-        );
-    }
-
     fn fail(&mut self, out: &mut Vec<u8>, e: ApiError) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&e.body());
-        out.extend_from_slice(b"\n\n");
+        write_data(out, &e.body());
         self.ended = true;
     }
 
     fn flush_held(&mut self, out: &mut Vec<u8>) {
         if !self.json_used && !self.held.is_empty() {
             let held = std::mem::take(&mut self.held);
-            self.content(out, &held);
+            self.chunks.content(out, &held);
         }
         self.held.clear();
     }
 
     /// The usage chunk (when asked for) and `[DONE]`.
     fn done(&mut self, out: &mut Vec<u8>) {
-        if self.include_usage && self.saw_usage {
-            let chunk = Chunk {
-                id: &self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: &self.model,
-                choices: Vec::new(),
-                usage: Some(Some(self.usage.openai())),
-            };
-            write_json(out, &chunk);
+        if self.chunks.include_usage && self.saw_usage {
+            self.chunks.head().write_usage(out, self.usage.openai());
         }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        out.extend_from_slice(DONE);
         self.ended = true;
     }
 
@@ -340,9 +175,9 @@ impl StreamTranslator {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         match frame.header(":event-type").unwrap_or("") {
-            "messageStart" => self.start(out),
+            "messageStart" => self.chunks.start(out),
             "contentBlockStart" => {
-                self.start(out);
+                self.chunks.start(out);
                 let Some(tool) = ev.pointer("/start/toolUse") else {
                     self.blocks.retain(|(i, _)| *i != index);
                     self.blocks.push((index, Open::Ignored));
@@ -357,18 +192,7 @@ impl StreamTranslator {
                     let i = self.next_tool;
                     self.next_tool += 1;
                     let id = str_at(tool, "toolUseId").unwrap_or("");
-                    self.tool_delta(
-                        out,
-                        ToolDelta {
-                            index: i,
-                            id: Some(id),
-                            kind: Some("function"),
-                            function: FunctionDelta {
-                                name: Some(name),
-                                arguments: "",
-                            },
-                        },
-                    );
+                    self.chunks.tool_start(out, i, id, name);
                     Open::Tool {
                         index: i,
                         args: false,
@@ -390,7 +214,7 @@ impl StreamTranslator {
                             self.held.push_str(t);
                         }
                     } else {
-                        self.content(out, t);
+                        self.chunks.content(out, t);
                     }
                 } else if let Some(part) = d.pointer("/toolUse/input").and_then(Value::as_str) {
                     if part.is_empty() {
@@ -400,22 +224,11 @@ impl StreamTranslator {
                         Some(Open::Tool { index: i, args }) => {
                             *args = true;
                             let i = *i;
-                            self.tool_delta(
-                                out,
-                                ToolDelta {
-                                    index: i,
-                                    id: None,
-                                    kind: None,
-                                    function: FunctionDelta {
-                                        name: None,
-                                        arguments: part,
-                                    },
-                                },
-                            );
+                            self.chunks.tool_args(out, i, part);
                         }
                         Some(Open::Json { any }) => {
                             *any = true;
-                            self.content(out, part);
+                            self.chunks.content(out, part);
                         }
                         _ => {}
                     }
@@ -446,8 +259,8 @@ impl StreamTranslator {
                         _ => return,
                     }
                     if !text.is_empty() {
-                        self.start(out);
-                        self.write(
+                        self.chunks.start(out);
+                        self.chunks.write(
                             out,
                             Delta {
                                 reasoning_content: Some(text),
@@ -468,39 +281,12 @@ impl StreamTranslator {
                     Open::Tool {
                         index: i,
                         args: false,
-                    } => self.tool_delta(
-                        out,
-                        ToolDelta {
-                            index: i,
-                            id: None,
-                            kind: None,
-                            function: FunctionDelta {
-                                name: None,
-                                arguments: "{}",
-                            },
-                        },
-                    ),
-                    Open::Json { any: false } => self.content(out, "{}"),
-                    Open::Thinking { text, signature } => self.thinking_block(
-                        out,
-                        StreamThinking {
-                            index: 0,
-                            kind: "thinking",
-                            thinking: Some(&text),
-                            signature: Some(&signature),
-                            data: None,
-                        },
-                    ),
-                    Open::Redacted { data } => self.thinking_block(
-                        out,
-                        StreamThinking {
-                            index: 0,
-                            kind: "redacted_thinking",
-                            thinking: None,
-                            signature: None,
-                            data: Some(&data),
-                        },
-                    ),
+                    } => self.chunks.tool_args(out, i, "{}"),
+                    Open::Json { any: false } => self.chunks.content(out, "{}"),
+                    Open::Thinking { text, signature } => {
+                        self.chunks.thinking(out, &text, &signature)
+                    }
+                    Open::Redacted { data } => self.chunks.redacted_thinking(out, &data),
                     _ => {}
                 }
             }
@@ -509,10 +295,10 @@ impl StreamTranslator {
                     return;
                 }
                 self.flush_held(out);
-                self.start(out);
+                self.chunks.start(out);
                 self.stopped = true;
                 let reason = finish_reason(str_at(&ev, "stopReason"), self.next_tool > 0);
-                self.write(out, Delta::default(), Some(reason));
+                self.chunks.write(out, Delta::default(), Some(reason));
                 if self.saw_usage {
                     self.done(out);
                 }
@@ -529,14 +315,6 @@ impl StreamTranslator {
             // Event types added later.
             _ => {}
         }
-    }
-}
-
-fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
-    if let Ok(bytes) = serde_json::to_vec(v) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&bytes);
-        out.extend_from_slice(b"\n\n");
     }
 }
 
@@ -578,11 +356,14 @@ impl ResponseTranslator for StreamTranslator {
     }
 
     fn set_created(&mut self, unix_seconds: u64) {
-        self.created = unix_seconds;
+        self.chunks.created = unix_seconds;
     }
 
     fn response_headers(&mut self, get: &dyn Fn(&str) -> Option<String>) {
-        self.request_id = get(REQUEST_ID_HEADER);
+        // The id the chunks get (set before the first one goes out).
+        if !self.chunks.started {
+            self.chunks.id = completion_id(get(REQUEST_ID_HEADER).as_deref());
+        }
     }
 
     fn content_type(&self) -> Option<&'static str> {

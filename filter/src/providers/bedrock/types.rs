@@ -6,7 +6,7 @@
 //! key order survives); stream events and small objects are navigated as
 //! [`Value`]s, which costs the `.wasm` no deserializer of its own.
 
-use crate::providers::anthropic::types::{OutUsage, PromptDetails};
+use crate::providers::anthropic::types::OutUsage;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -96,34 +96,16 @@ impl Usage {
     /// written to it) is a prompt token; `cached_tokens` are the reads,
     /// `cache_creation_tokens` (an extension) the writes.
     pub fn openai(&self) -> OutUsage {
-        let read = self.cache_read_input_tokens.unwrap_or(0);
-        let written = self.cache_write_input_tokens.unwrap_or(0);
-        let prompt = self
-            .input_tokens
-            .unwrap_or(0)
-            .saturating_add(read)
-            .saturating_add(written);
-        let completion = self.output_tokens.unwrap_or(0);
-        OutUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt.saturating_add(completion),
-            prompt_tokens_details: PromptDetails {
-                cached_tokens: read,
-                cache_creation_tokens: written,
-            },
-        }
+        OutUsage::of(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_write_input_tokens,
+        )
     }
 
     pub fn gateway(&self) -> crate::usage::Usage {
-        let o = self.openai();
-        crate::usage::Usage {
-            prompt_tokens: o.prompt_tokens,
-            completion_tokens: o.completion_tokens,
-            total_tokens: o.total_tokens,
-            cached_tokens: o.prompt_tokens_details.cached_tokens,
-            reasoning_tokens: 0,
-        }
+        self.openai().gateway()
     }
 }
 

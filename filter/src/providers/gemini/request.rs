@@ -6,7 +6,10 @@
 
 use super::schema;
 use crate::config::Model;
-use crate::error::{echo, ApiError};
+use crate::error::{
+    echo, invalid_value, type_error, unsupported_param, unsupported_value, ApiError,
+};
+use crate::providers::anthropic::request::screen_params;
 use crate::providers::UnknownParams;
 use crate::request::ClientRequest;
 use serde::Serialize;
@@ -43,32 +46,8 @@ pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 /// Gemini's `safety_settings` (passed as `safetySettings`).
 const EXTRA_PARAMS: [&str; 3] = ["thinking", "top_k", "safety_settings"];
 
-fn type_error(param: &str, expected: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "invalid_type",
-        format!("Invalid type for '{param}': expected {expected}."),
-    )
-}
-
-fn invalid_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "invalid_value", message)
-}
-
-fn unsupported_value(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_param(param, "unsupported_value", message)
-}
-
-fn unsupported_param(param: &str) -> ApiError {
-    ApiError::invalid_param(
-        param,
-        "unsupported_parameter",
-        format!(
-            "Unsupported parameter: '{param}' is not supported with Gemini models. \
-             Remove it, or set drop_unsupported_params on the model in the gateway's config."
-        ),
-    )
-}
+/// The provider's name in `unsupported_parameter` errors.
+const PROVIDER: &str = "Gemini";
 
 // ------------------------------------------------------------ output shape
 
@@ -621,7 +600,10 @@ fn model_parts(
         "assistant",
     )?);
     if m.get("function_call").is_some_and(|v| !v.is_null()) {
-        return Err(unsupported_param(&format!("{param}.function_call")));
+        return Err(unsupported_param(
+            &format!("{param}.function_call"),
+            PROVIDER,
+        ));
     }
     let p = format!("{param}.tool_calls");
     let calls = match m.get("tool_calls") {
@@ -989,34 +971,18 @@ pub fn translate(
     unknown: UnknownParams,
 ) -> Result<Vec<u8>, ApiError> {
     let drop = model.drop_unsupported_params;
-    let known = req.endpoint.known_params();
     let mut extra = BTreeMap::new();
-    for (k, v) in &req.fields {
-        let k = k.as_str();
-        if known.contains(&k) || EXTRA_PARAMS.contains(&k) {
-            continue;
-        }
-        match unknown {
-            UnknownParams::Reject => {
-                return Err(ApiError::invalid_param(
-                    k,
-                    "unknown_parameter",
-                    format!("Unrecognized request argument supplied: {}", echo(k)),
-                ))
-            }
-            UnknownParams::Drop => {}
-            UnknownParams::Pass => {
-                if !BODY_FIELDS.contains(&k) {
-                    extra.insert(k, *v);
-                }
-            }
-        }
-    }
-    for p in UNSUPPORTED {
-        if let Some(raw) = req.field(p) {
-            if !neutral(p, raw) && !drop {
-                return Err(unsupported_param(p));
-            }
+    for (k, v) in screen_params(
+        req,
+        &EXTRA_PARAMS,
+        unknown,
+        &UNSUPPORTED,
+        neutral,
+        drop,
+        PROVIDER,
+    )? {
+        if !BODY_FIELDS.contains(&k) {
+            extra.insert(k, v);
         }
     }
 

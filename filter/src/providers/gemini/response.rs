@@ -3,13 +3,13 @@
 //! mapping.
 
 use super::types::{
-    arguments, list_at, str_at, ExtraContent, FunctionOut, GoogleError, OutUsage, ToolCall,
-    UsageMetadata,
+    arguments, list_at, str_at, ExtraContent, FunctionOut, GoogleError, ToolCall, UsageMetadata,
 };
-use crate::error::{self, ApiError};
+pub use crate::error::invalid_answer;
+use crate::error::{self, cut_message as cut, upstream_auth_failed as auth_failed, ApiError};
+use crate::providers::openai_out::{self, Completion, OutMessage};
 use crate::providers::ResponseTranslator;
 use crate::usage::Usage as GatewayUsage;
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -94,31 +94,6 @@ pub fn client_status(status: u16) -> u16 {
     error::upstream_status(status)
 }
 
-fn auth_failed(provider: &str, what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_auth_failed",
-        format!(
-            "Provider `{provider}` rejected the gateway's credentials ({what}). \
-             This is a gateway configuration problem, not a problem with your key."
-        ),
-    )
-}
-
-/// Longest provider message passed on.
-const MESSAGE_MAX: usize = 2048;
-
-fn cut(s: &str) -> String {
-    if s.len() <= MESSAGE_MAX {
-        return s.to_string();
-    }
-    let mut end = MESSAGE_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 /// OpenAI `type` and `code` for a Google RPC status.
 fn kind_and_code(status: &str) -> Option<(&'static str, &'static str)> {
     Some(match status {
@@ -168,9 +143,10 @@ pub fn map_error(provider: &str, status: u16, body: &[u8]) -> ApiError {
     let out = client_status(status);
     let err = parse_error(body);
     if matches!(status, 401 | 403 | 407) || err.as_ref().is_some_and(is_auth) {
-        let mut e = auth_failed(provider, &format!("HTTP {status}"));
-        e.status = out;
-        return e;
+        // 502 whatever Google's status (its bad-key answer is a 400): the
+        // caller's request was fine. The glue holds error headers until the
+        // body is read, so this status reaches the client.
+        return auth_failed(provider, &format!("HTTP {status}"));
     }
     let Some(err) = err else {
         // Not Google's shape (a proxy's HTML page, an empty body).
@@ -212,14 +188,6 @@ pub fn stream_error(provider: &str, err: &GoogleError) -> ApiError {
     ApiError::new(err.code.unwrap_or(502), kind, message).code(code)
 }
 
-pub fn invalid_answer(what: &str) -> ApiError {
-    ApiError::server(
-        502,
-        "upstream_invalid_response",
-        format!("The provider's answer could not be read: {what}."),
-    )
-}
-
 /// A candidate's index: Gemini's (left out for 0), else its position.
 pub fn candidate_index(c: &Value, position: usize) -> u32 {
     c.get("index")
@@ -248,34 +216,7 @@ pub fn no_candidates(answer: &Value) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<Choice<'a>>,
-    usage: OutUsage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: OutMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct OutMessage<'a> {
-    role: &'static str,
-    content: Option<String>,
-    refusal: Option<()>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
+type Choice<'a> = openai_out::Choice<ToolCall<'a>>;
 
 fn choice<'a>(c: &'a Value, index: u32, response_id: &str) -> Choice<'a> {
     let mut text = String::new();
@@ -313,6 +254,7 @@ fn choice<'a>(c: &'a Value, index: u32, response_id: &str) -> Choice<'a> {
             content: has_text.then_some(text),
             refusal: None,
             reasoning_content: has_reasoning.then_some(reasoning),
+            thinking_blocks: Vec::new(),
             tool_calls,
         },
         logprobs: None,
@@ -469,7 +411,7 @@ mod tests {
         );
         assert_eq!(
             (e.status, e.code.as_deref()),
-            (400, Some("upstream_auth_failed"))
+            (502, Some("upstream_auth_failed"))
         );
         assert!(!e.message.contains("API key not valid"));
         let e = map_error(

@@ -27,68 +27,16 @@ use super::response::{
     candidate_index, completion_id, finish_reason, invalid_answer, no_candidates, parts,
     stream_error, tool_call_id,
 };
-use super::types::{
-    arguments, list_at, str_at, ExtraContent, GoogleError, OutUsage, UsageMetadata,
-};
+use super::types::{arguments, list_at, str_at, ExtraContent, GoogleError, UsageMetadata};
 use crate::error::ApiError;
+use crate::providers::openai_out::{self, write_data, ChunkHead, FunctionDelta, ToolDelta, DONE};
 use crate::providers::openai_shaped::incomplete_stream_event;
 use crate::providers::ResponseTranslator;
 use crate::sse::{SseEvent, SseParser};
 use crate::usage::Usage as GatewayUsage;
-use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Serialize, Default)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolDelta<'a>; 1]>,
-}
-
-#[derive(Serialize)]
-struct ToolDelta<'a> {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionDelta<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extra_content: Option<ExtraContent<'a>>,
-}
-
-#[derive(Serialize)]
-struct FunctionDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChunkChoice<'a>>,
-    /// Present (null, or the totals on the last chunk) only when the client
-    /// asked for `include_usage`, as OpenAI does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<OutUsage>>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
+type Delta<'a> = openai_out::Delta<'a, ExtraContent<'a>>;
 
 /// One choice's progress.
 struct ChoiceState {
@@ -130,27 +78,21 @@ impl StreamTranslator {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>, index: u32, delta: Delta<'_>, finish: Option<&'static str>) {
-        let chunk = Chunk {
+    fn head(&self) -> ChunkHead<'_> {
+        ChunkHead {
             id: &self.id,
-            object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
-            choices: vec![ChunkChoice {
-                index,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: self.include_usage.then_some(None),
-        };
-        write_json(out, &chunk);
+            include_usage: self.include_usage,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, index: u32, delta: Delta<'_>, finish: Option<&'static str>) {
+        self.head().write(out, index, delta, finish);
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, e: ApiError) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&e.body());
-        out.extend_from_slice(b"\n\n");
+        write_data(out, &e.body());
         self.ended = true;
     }
 
@@ -299,26 +241,11 @@ impl StreamTranslator {
             return;
         }
         if self.include_usage {
-            let chunk = Chunk {
-                id: &self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: &self.model,
-                choices: Vec::new(),
-                usage: Some(Some(self.usage.unwrap_or_default().openai())),
-            };
-            write_json(out, &chunk);
+            self.head()
+                .write_usage(out, self.usage.unwrap_or_default().openai());
         }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        out.extend_from_slice(DONE);
         self.ended = true;
-    }
-}
-
-fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
-    if let Ok(bytes) = serde_json::to_vec(v) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&bytes);
-        out.extend_from_slice(b"\n\n");
     }
 }
 
