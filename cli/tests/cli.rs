@@ -623,12 +623,37 @@ fn repo_file(rel: &str) -> String {
 #[test]
 fn shipped_envoy_yaml_is_ok() {
     let f = repo_file("../envoy/envoy.yaml");
-    let o = llmgw(&["config", "check", &f, "--env", "VLLM_API_KEY=x"], None);
+    let env = [
+        "--env",
+        "VLLM_API_KEY=x",
+        "--env",
+        "BEDROCK_ACCESS_KEY_ID=x",
+        "--env",
+        "BEDROCK_SECRET_ACCESS_KEY=x",
+    ];
+    let mut args = vec!["config", "check", &f];
+    args.extend(env);
+    let o = llmgw(&args, None);
     assert_eq!(code(&o), 0, "{}{}", out(&o), err(&o));
     assert!(out(&o).starts_with("OK "), "{}", out(&o));
     assert_eq!(out(&o).lines().count(), 1);
-    // Without the key the filter would refuse the config.
+    // Without the keys the filter would refuse the config.
     let o = llmgw(&["config", "check", &f], None);
     assert_eq!(code(&o), 1);
     assert!(out(&o).contains("VLLM_API_KEY"));
+    // Each key the VM is handed is checked.
+    let o = llmgw(
+        &[
+            "config",
+            "check",
+            &f,
+            "--env",
+            "VLLM_API_KEY=x",
+            "--env",
+            "BEDROCK_ACCESS_KEY_ID=x",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 1);
+    assert!(out(&o).contains("BEDROCK_SECRET_ACCESS_KEY"), "{}", out(&o));
 }
