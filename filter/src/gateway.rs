@@ -125,6 +125,8 @@ pub struct Exchange {
     error: Option<ErrorKind>,
     /// The status of the mapped provider error, once its body was read.
     mapped_status: Option<u16>,
+    /// Seconds to wait that only the provider's error body said.
+    mapped_retry_after: Option<u64>,
     /// The shape mapped errors take (the client's API's).
     shape: ErrorShape,
 }
@@ -476,6 +478,7 @@ impl Exchange {
             translator,
             error: None,
             mapped_status: None,
+            mapped_retry_after: None,
             shape,
         }
     }
@@ -548,6 +551,7 @@ impl Exchange {
                 // The body can say more than the status (Gemini answers a
                 // bad key with 400 API_KEY_INVALID): the mapped status wins.
                 self.mapped_status = Some(e.status);
+                self.mapped_retry_after = e.retry_after;
                 Some(self.shape.body(&e))
             }
             Some(ErrorKind::Envoy(s)) => {
@@ -568,6 +572,11 @@ impl Exchange {
             None => self.translator.status(),
             Some(_) => self.mapped_status,
         }
+    }
+
+    /// A `retry-after` (seconds) found in a provider error's body.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.mapped_retry_after
     }
 
     pub fn usage(&self) -> Option<Usage> {

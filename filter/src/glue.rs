@@ -480,12 +480,16 @@ impl HttpContext for Http {
                 }
             }
             if self.held_response_headers {
+                let m = MapType::HttpResponseHeaders;
                 if let Some(s) = ex.status_override() {
-                    set_header(
-                        MapType::HttpResponseHeaders,
-                        ":status",
-                        Some(&s.to_string()),
-                    );
+                    set_header(m, ":status", Some(&s.to_string()));
+                }
+                // A wait the provider gave only in its error body.
+                if let Some(secs) = ex.retry_after() {
+                    if header(m, "retry-after").is_none() {
+                        set_header(m, "retry-after", Some(&secs.to_string()));
+                        set_header(m, "retry-after-ms", Some(&(secs * 1000).to_string()));
+                    }
                 }
             }
             return Action::Continue;

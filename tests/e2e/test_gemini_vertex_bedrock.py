@@ -837,6 +837,19 @@ def test_throttling_is_429(gateway, mock, model, stream):
     assert len(mock.find(token)) == 1
 
 
+@pytest.mark.parametrize("model", [GEMINI])
+def test_google_retry_delay_becomes_retry_after(gateway, model):
+    """The Gemini API gives the wait only in the body (RetryInfo.retryDelay
+    "3s"); the gateway turns it into the headers the SDKs honour. (Vertex's
+    429 carries no RetryInfo, and none is made up.)"""
+    with gateway.http() as c:
+        r = c.post("/v1/chat/completions", headers=gw.auth(),
+                   json=gw.chat_body(f"x [[mock:throttle=3]]", model))
+    gw.assert_openai_error(r, 429, "rate_limit_exceeded")
+    assert r.headers["retry-after"] == "3"
+    assert r.headers["retry-after-ms"] == "3000"
+
+
 @pytest.mark.parametrize("status,code", [(500, "upstream_error"), (503, "upstream_unavailable")])
 @pytest.mark.parametrize("model", ALL)
 def test_server_errors_keep_status(gateway, model, status, code):

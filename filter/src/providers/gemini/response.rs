@@ -166,7 +166,10 @@ pub fn map_error(provider: &str, status: u16, body: &[u8]) -> ApiError {
         Some(m) => cut(m),
         None => format!("Provider `{provider}` returned HTTP {status} without an error message."),
     };
-    ApiError::new(out, kind, message).code(code)
+    let mut e = ApiError::new(out, kind, message).code(code);
+    // Google says when to retry only in the body (RetryInfo).
+    e.retry_after = err.retry_delay_secs;
+    e
 }
 
 /// An error inside a stream (`data: {"error": {...}}`), as the event the
@@ -400,6 +403,23 @@ mod tests {
         assert_ne!(a, tool_call_id(None, "r1", 1, 0));
         assert_ne!(a, tool_call_id(None, "r2", 0, 0));
         assert_eq!(tool_call_id(Some("x"), "r1", 0, 0), "x");
+    }
+
+    #[test]
+    fn retry_delay_becomes_retry_after() {
+        let body = br#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2.5s"}]}}"#;
+        let e = map_error("g", 429, body);
+        assert_eq!((e.status, e.retry_after), (429, Some(3)));
+        assert_eq!(
+            crate::providers::gemini::types::duration_secs("3s"),
+            Some(3)
+        );
+        assert_eq!(
+            crate::providers::gemini::types::duration_secs("0.000s"),
+            Some(0)
+        );
+        assert_eq!(crate::providers::gemini::types::duration_secs("x"), None);
+        assert_eq!(crate::providers::gemini::types::duration_secs("1.ys"), None);
     }
 
     #[test]

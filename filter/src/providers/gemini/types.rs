@@ -89,6 +89,20 @@ pub struct GoogleError {
     pub message: Option<String>,
     pub status: Option<String>,
     pub reasons: Vec<String>,
+    /// `RetryInfo.retryDelay` ("3s", "2.5s"), rounded up to whole seconds.
+    pub retry_delay_secs: Option<u64>,
+}
+
+/// Seconds of a protobuf JSON duration such as `"3s"` or `"0.250s"`,
+/// rounded up (a client must not retry early).
+pub fn duration_secs(s: &str) -> Option<u64> {
+    let n = s.strip_suffix('s')?;
+    let (whole, frac) = n.split_once('.').unwrap_or((n, ""));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    Some(whole + u64::from(frac.bytes().any(|b| b != b'0')))
 }
 
 impl GoogleError {
@@ -110,6 +124,12 @@ impl GoogleError {
                 .flatten()
                 .filter_map(|d| str_at(d, "reason").map(str::to_string))
                 .collect(),
+            retry_delay_secs: e
+                .get("details")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|d| str_at(d, "retryDelay").and_then(duration_secs)),
         })
     }
 }
