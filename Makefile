@@ -9,7 +9,7 @@ CLI := target/release/llmgw
 VENV := .venv
 PYTEST_ARGS ?= -q
 
-.PHONY: help setup build wasm run test unit validate e2e lint fmt key config-check clean
+.PHONY: help setup build wasm run test unit validate e2e lint fmt key config-check clean bench soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,15 @@ key: ## Mint a caller key: make key NAME=team-a [TEAM=a MODELS='gpt-*']
 config-check: ## Check a plugin config (JSON, Envoy YAML or WasmPlugin): make config-check FILE=... [CHECK_ARGS=--assume-env]
 	@test -n "$(FILE)" || { echo "usage: make config-check FILE=... [CHECK_ARGS=--assume-env]h"; exit 2; }
 	@cargo run -q -p llmgw --release -- config check "$(FILE)" $(CHECK_ARGS)
+
+bench: build ## Benchmark vs plain Envoy and LiteLLM (bench/README.md; QUICK=1: smoke run, writes nothing)
+	@bash bench/setup.sh
+	cd bench && ../$(VENV)/bin/python profile.py $(if $(QUICK),--seconds 1 --no-write)
+	cd bench && ../$(VENV)/bin/python bench.py $(if $(QUICK),--quick --no-write) $(BENCH_ARGS)
+
+soak: build ## 1M mixed requests through Envoy + filter; fails on memory growth or stuck counters (QUICK=1: 100k)
+	@bash bench/setup.sh
+	cd bench && ../$(VENV)/bin/python soak.py $(if $(QUICK),--requests 100000 --segment 10000 --warmup 20000 --no-write) $(SOAK_ARGS)
 
 clean: ## Remove build output and run files (keeps .venv)
 	cargo clean
