@@ -523,7 +523,7 @@ def machine_info() -> dict:
             return "?"
 
     envoy_v = ver([str(ENVOY), "--version"])
-    m = re.search(r"version: \S+/(\S+)/", envoy_v)
+    m = re.search(r"version: [0-9a-f]+/([^/\s]+)/", envoy_v)
     litellm_v = "not installed"
     pip = BENCH / ".venv-litellm" / "bin" / "pip"
     if pip.exists():

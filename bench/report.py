@@ -182,6 +182,7 @@ def bench_chart(result, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = result["rows"]
     names = [ROW_NAMES[r].replace(" (direct)", "").replace(" (1 worker)", "") for r in rows]
@@ -200,8 +201,11 @@ def bench_chart(result, path: Path) -> None:
         a.set_ylabel(ylabel)
         if log:
             a.set_yscale("log")
+        fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}")
+        a.yaxis.set_major_formatter(fmt)
+        a.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         for x, v in enumerate(vals):
-            a.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
+            a.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
         a.tick_params(axis="x", labelsize=8)
 
     bars(ax[0][0], "chat_c1", "p50_ms", "1 KB chat, concurrency 1: p50 latency", "ms", log=True)
@@ -235,7 +239,7 @@ def soak_chart(result, path: Path) -> None:
     ax1.set_xlabel("requests (thousands)")
     ax1.set_ylabel("MiB")
     ax1.set_ylim(bottom=0)
-    ax1.legend(loc="lower right", fontsize=8)
+    ax1.legend(loc="center right", fontsize=8)
     ax1.set_title(f"soak: {result['total_requests']:,} mixed requests through Envoy + filter — "
                   f"{'PASS' if result['passed'] else 'FAIL'}", fontsize=10)
     fig.tight_layout()
