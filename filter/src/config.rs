@@ -145,6 +145,8 @@ struct RawModel {
     created: Option<u64>,
     #[serde(default)]
     drop_unsupported_params: bool,
+    #[serde(default)]
+    reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +234,9 @@ pub struct Model {
     /// Request parameters the provider cannot honour (e.g. `seed` for
     /// Anthropic) are dropped instead of rejected with a 400.
     pub drop_unsupported_params: bool,
+    /// Completion tokens a request without `max_tokens` reserves against
+    /// token quotas (else `quotas.default_reserve_tokens`).
+    pub reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -674,6 +679,7 @@ impl Config {
                 price,
                 created: m.created.unwrap_or(1_700_000_000),
                 drop_unsupported_params: m.drop_unsupported_params,
+                reserve_tokens: m.reserve_tokens,
             });
         }
         let default_model = match raw.default_model {

@@ -10,6 +10,7 @@ use crate::auth::RequestView;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::gateway::{self, Exchange, Head, Pending, Reply};
+use crate::quota::{self, Admission, Store, StoreError};
 use crate::token::{self, Cached, TokenFetch};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -37,6 +38,32 @@ struct Root {
 fn shared(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))
 }
+
+/// Envoy's shared data as the quota store (process-wide, compare-and-swap).
+struct SharedData;
+
+impl Store for SharedData {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), Some(cas))) => Some((v, cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Failed),
+        }
+    }
+}
+
+/// Request headers for Envoy's rate limit filter (quotas' global mode);
+/// never taken from a client.
+const DESCRIPTOR_HEADERS: [&str; 3] = ["x-llmgw-caller", "x-llmgw-team", "x-llmgw-model"];
+/// Filter state with the answer's tokens (`%FILTER_STATE(wasm.llmgw_tokens:PLAIN)%`).
+const TOKENS_PROPERTY: &str = "llmgw_tokens";
 
 /// Take the fetch lease at `key` if it is free: one VM of the process wins.
 fn take_lease(key: &str, now: u64) -> bool {
@@ -157,6 +184,29 @@ impl RootContext for Root {
                     c.models.len(),
                     c.callers.len()
                 );
+                if c.quotas.is_some() {
+                    // Every record exists before the first request, so
+                    // that requests only ever write with compare-and-swap.
+                    let mut keys: Vec<String> =
+                        c.callers.iter().map(|x| quota::caller_key(&x.id)).collect();
+                    keys.extend(
+                        c.callers
+                            .iter()
+                            .filter_map(|x| x.team.as_deref())
+                            .map(quota::team_key),
+                    );
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let failed = keys
+                        .iter()
+                        .filter(|k| quota::ensure(&SharedData, k).is_err())
+                        .count();
+                    if failed > 0 {
+                        log::error!(
+                            "llm-gateway: could not create {failed} quota records in shared data"
+                        );
+                    }
+                }
                 self.fetches = c.token_fetches();
                 if !self.fetches.is_empty() {
                     for f in &self.fetches {
@@ -195,6 +245,8 @@ impl RootContext for Root {
             request_id: None,
             buffer_response: false,
             held_response_headers: false,
+            admission: None,
+            tokens_published: false,
         }))
     }
 
@@ -218,6 +270,9 @@ struct Http {
     buffer_response: bool,
     /// The response headers wait for the body (see on_http_response_headers).
     held_response_headers: bool,
+    /// What the quotas counted for this request, settled when it ends.
+    admission: Option<Admission>,
+    tokens_published: bool,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -235,6 +290,15 @@ fn set_header(map: MapType, name: &str, value: Option<&str>) {
     if let Err(e) = hostcalls::set_map_value(map, name, value) {
         log::warn!("llm-gateway: could not set header {name}: {e:?}");
     }
+}
+
+/// The host clock, Unix milliseconds (0 if the host cannot tell).
+fn now_unix_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The host clock, Unix seconds (0 if the host cannot tell).
@@ -274,7 +338,64 @@ impl Http {
     }
 }
 
-impl Context for Http {}
+impl Http {
+    /// The request ended (any way: answered, failed, reset, cancelled):
+    /// settle its quota reservation with the real usage. The usage when the
+    /// answer gave none: nothing for an error answer, the reservation
+    /// otherwise (a stream cut or a client gone after the provider started).
+    fn finish(&mut self) {
+        let Some(adm) = self.admission.take() else {
+            return;
+        };
+        let used = match (&self.state, &self.config) {
+            (State::Forwarded(ex), Some(cfg)) => match ex.usage() {
+                Some(u) => quota::Ask {
+                    tokens: u.total_tokens,
+                    usd_micros: quota::cost_micros(&cfg.models[ex.model].price, &u),
+                },
+                None if ex.failed() => quota::Ask::default(),
+                None => adm.reserved,
+            },
+            // Admitted but no longer forwarded: the filter answered a
+            // bodiless provider error itself (see on_http_response_headers).
+            _ => quota::Ask::default(),
+        };
+        if !quota::settle(&SharedData, &adm, used, now_unix_ms()) {
+            log::warn!("llm-gateway: could not settle a request's quota counters");
+        }
+    }
+
+    /// Global mode: the answer's tokens as filter state, for the rate limit
+    /// filter's `hits_addend` (applied when the stream is done).
+    fn publish_tokens(&mut self) {
+        if self.tokens_published {
+            return;
+        }
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        if !cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+            return;
+        }
+        let State::Forwarded(ex) = &self.state else {
+            return;
+        };
+        self.tokens_published = true;
+        let tokens = ex.usage().map(|u| u.total_tokens).unwrap_or(0);
+        if let Err(e) =
+            hostcalls::set_property(vec![TOKENS_PROPERTY], Some(tokens.to_string().as_bytes()))
+        {
+            log::warn!("llm-gateway: could not set filter state {TOKENS_PROPERTY}: {e:?}");
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        self.finish();
+        true
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
@@ -289,8 +410,12 @@ impl HttpContext for Http {
                 .into(),
             );
         };
-        // Nobody but the filter may choose the provider cluster.
+        // Nobody but the filter may choose the provider cluster, or say who
+        // is calling to the rate limit filter.
         set_header(MapType::HttpRequestHeaders, &cfg.cluster_header, None);
+        for h in DESCRIPTOR_HEADERS {
+            set_header(MapType::HttpRequestHeaders, h, None);
+        }
         let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
         let path = header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
         self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
@@ -300,6 +425,10 @@ impl HttpContext for Http {
                 Action::Continue
             }
             Head::Reply(r) => self.reply(r),
+            Head::Usage { caller, query } => {
+                let r = gateway::usage_reply(&cfg, &SharedData, caller, &query, now_unix_ms());
+                self.reply(r)
+            }
             Head::NeedBody(p) => {
                 for h in gateway::STRIP_REQUEST_HEADERS
                     .iter()
@@ -351,10 +480,34 @@ impl HttpContext for Http {
             };
             Ok((f, bearer))
         });
+        // Quotas last: nothing after the admission can refuse the request,
+        // so every admission is settled by the request's end (`finish`).
+        let forward = forward.and_then(|(f, bearer)| {
+            match (&cfg.quotas, f.reserve) {
+                (Some(q), Some(ask)) => {
+                    let caller = &cfg.callers[f.exchange.caller];
+                    let model = &cfg.models[f.exchange.model].name;
+                    match quota::admit(&SharedData, q, caller, model, ask, now_unix_ms()) {
+                        Ok(a) => self.admission = Some(a),
+                        Err(d) => return Err(f.refusal(&cfg, &d)),
+                    }
+                }
+                _ => {}
+            }
+            Ok((f, bearer))
+        });
         match forward {
             Err(r) => self.reply(r),
             Ok((f, bearer)) => {
                 let m = MapType::HttpRequestHeaders;
+                if cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+                    let caller = &cfg.callers[f.exchange.caller];
+                    set_header(m, "x-llmgw-caller", Some(&caller.id));
+                    if let Some(t) = &caller.team {
+                        set_header(m, "x-llmgw-team", Some(t));
+                    }
+                    set_header(m, "x-llmgw-model", Some(&cfg.models[f.exchange.model].name));
+                }
                 set_header(m, ":path", Some(&f.upstream.path));
                 set_header(m, ":authority", Some(&f.upstream.authority));
                 for (k, v) in &f.upstream.headers {
@@ -405,7 +558,15 @@ impl HttpContext for Http {
             .unwrap_or(true);
         ex.set_created(now_unix_seconds());
         ex.response_headers(&|name| header(m, name));
-        let head = ex.on_response_head(&cfg, status, from_upstream);
+        if !from_upstream && status == 429 && header(m, "x-envoy-ratelimited").is_some() {
+            // Envoy's rate limit filter (global mode) said OVER_LIMIT.
+            let wait = header(m, "x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+            ex.refused_by_global_limit(wait);
+        }
+        let mut head = ex.on_response_head(&cfg, status, from_upstream);
+        if let Some(adm) = &self.admission {
+            head.set.extend(quota::headers(adm));
+        }
         // The provider's own request id (OpenAI: x-request-id, Anthropic:
         // request-id, AWS: x-amzn-requestid).
         if let Some(upstream_id) = header(m, "x-request-id")
@@ -427,6 +588,11 @@ impl HttpContext for Http {
                     headers.push((h.to_string(), v));
                 }
             }
+            if let (Some(secs), None) = (ex.retry_after(), header(m, "retry-after")) {
+                headers.push(("retry-after".into(), secs.to_string()));
+                headers.push(("retry-after-ms".into(), (secs * 1000).to_string()));
+            }
+            self.publish_tokens();
             let status = head.status.unwrap_or(status);
             return self.reply(Reply {
                 status,
@@ -446,6 +612,9 @@ impl HttpContext for Http {
             }
         }
         self.buffer_response = head.buffer;
+        if end_of_stream {
+            self.publish_tokens();
+        }
         if head.buffer && !end_of_stream {
             // A whole answer read before it goes out (a translated answer or
             // an error): hold its headers until the body is read, so the
@@ -472,7 +641,8 @@ impl HttpContext for Http {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            if let Some(new) = ex.on_full_body(&cfg, &body) {
+            let new = ex.on_full_body(&cfg, &body);
+            if let Some(new) = new {
                 if let Err(e) =
                     hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
                 {
@@ -492,6 +662,7 @@ impl HttpContext for Http {
                     }
                 }
             }
+            self.publish_tokens();
             return Action::Continue;
         }
         let chunk = if body_size > 0 {
@@ -508,6 +679,13 @@ impl HttpContext for Http {
                 log::warn!("llm-gateway: could not replace a stream chunk: {e:?}");
             }
         }
+        if end_of_stream {
+            self.publish_tokens();
+        }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.finish();
     }
 }
