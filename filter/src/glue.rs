@@ -483,16 +483,13 @@ impl HttpContext for Http {
         // Quotas last: nothing after the admission can refuse the request,
         // so every admission is settled by the request's end (`finish`).
         let forward = forward.and_then(|(f, bearer)| {
-            match (&cfg.quotas, f.reserve) {
-                (Some(q), Some(ask)) => {
-                    let caller = &cfg.callers[f.exchange.caller];
-                    let model = &cfg.models[f.exchange.model].name;
-                    match quota::admit(&SharedData, q, caller, model, ask, now_unix_ms()) {
-                        Ok(a) => self.admission = Some(a),
-                        Err(d) => return Err(f.refusal(&cfg, &d)),
-                    }
+            if let (Some(q), Some(ask)) = (&cfg.quotas, f.reserve) {
+                let caller = &cfg.callers[f.exchange.caller];
+                let model = &cfg.models[f.exchange.model].name;
+                match quota::admit(&SharedData, q, caller, model, ask, now_unix_ms()) {
+                    Ok(a) => self.admission = Some(a),
+                    Err(d) => return Err(f.refusal(&cfg, &d)),
                 }
-                _ => {}
             }
             Ok((f, bearer))
         });
