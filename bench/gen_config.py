@@ -135,7 +135,7 @@ def quotas() -> dict:
     """Limits on every level, far above the bench's load: every request
     charges (and so CASes) per-caller, per-team and per-model counters."""
     lim = {"requests_per_minute": BIG, "tokens_per_minute": BIG * 10, "tokens_per_day": BIG * 100,
-           "usd_per_day": 1e9, "usd_per_month": 1e10, "max_concurrent": 10000}
+           "usd_per_day": 1e8, "usd_per_month": 1e9, "max_concurrent": 10000}
     return {
         "default": {**lim, "models": {BENCH_MODEL: {"requests_per_minute": BIG}}},
         "teams": {f"team-{t:02d}": dict(lim) for t in range(N_TEAMS)},
