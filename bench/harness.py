@@ -206,12 +206,13 @@ def start_mock(tmp: Path) -> Server:
 
 
 def envoy_yaml(*, port: int, admin_port: int, mock_port: int, plugin: dict | None,
-               hcm_extra: dict | None = None) -> dict:
+               hcm_extra: dict | None = None, plain_route: bool = False) -> dict:
     """One listener and one `mock` cluster; with `plugin`, the wasm filter in
     front of the router and a route on the filter's cluster header, else a
     plain route to the same cluster."""
-    if plugin is None:
+    if plugin is None or plain_route:
         routes = [{"match": {"prefix": "/"}, "route": {"cluster": "mock", "timeout": "600s"}}]
+    if plugin is None:
         filters = []
     else:
         routes = [
@@ -219,7 +220,7 @@ def envoy_yaml(*, port: int, admin_port: int, mock_port: int, plugin: dict | Non
              "route": {"cluster_header": plugin["cluster_header"], "timeout": "600s"},
              "request_headers_to_remove": [plugin["cluster_header"]]},
             {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-        ]
+        ] if not plain_route else routes
         filters = [{
             "name": "envoy.filters.http.wasm",
             "typed_config": {
@@ -275,11 +276,12 @@ def envoy_yaml(*, port: int, admin_port: int, mock_port: int, plugin: dict | Non
 
 
 def start_envoy(tmp: Path, name: str, mock_port: int, plugin: dict | None, key: str,
-                concurrency: int = 2, hcm_extra: dict | None = None) -> Server:
+                concurrency: int = 2, hcm_extra: dict | None = None, plain_route: bool = False) -> Server:
     port, admin = free_port(), free_port()
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(envoy_yaml(port=port, admin_port=admin, mock_port=mock_port,
-                                             plugin=plugin, hcm_extra=hcm_extra), sort_keys=False))
+                                             plugin=plugin, hcm_extra=hcm_extra, plain_route=plain_route),
+                                  sort_keys=False))
     log = tmp / f"{name}.log"
     p = spawn([ENVOY, "-c", cfg, "--concurrency", str(concurrency), "--disable-hot-restart",
                "-l", "warning"], log=log)

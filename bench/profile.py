@@ -63,17 +63,33 @@ def perf_split(tmp: Path, plugin: dict, seconds: int) -> dict | None:
     body = tmp / "chat1k.json"
     body.write_bytes(H.padded_body(1024))
     out = {}
-    for name, pl, key in (("envoy", None, mock.key),
-                          ("filter", plugin, gen_config.caller_key(gen_config.BENCH_CALLER))):
-        s = H.start_envoy(tmp, f"perf-{name}", mock.port, pl, key)
-        H.wrk(s, body, connections=32, seconds=1)  # warm-up
+    key = gen_config.caller_key(gen_config.BENCH_CALLER)
+    # "passthrough": the filter in the chain with the same config, but the
+    # requests are not under its path prefix (it returns Continue at once)
+    # and a plain route sends them to the mock: the fixed cost of a Wasm
+    # filter in Envoy.
+    configs = [("envoy", None, mock.key, False), ("passthrough", dict(plugin, path_prefix="/elsewhere"), mock.key, True),
+               ("filter", plugin, key, False)]
+    if "quotas" in plugin:
+        configs.append(("filter_noquota", {k: v for k, v in plugin.items() if k != "quotas"}, key, False))
+    # The bench sends as one caller (its quota records are the most
+    # contended); here also as 64 callers in turn.
+    keys = tmp / "keys64.txt"
+    keys.write_text("".join(gen_config.caller_key(i) + "\n" for i in range(0, 1000, 1000 // 64)[:64]))
+    configs.append(("filter_64callers", plugin, key, False))
+    for name, pl, key, plain in configs:
+        s = H.start_envoy(tmp, f"perf-{name}", mock.port, pl, key, plain_route=plain)
+        extra = {"BENCH_KEYS": str(keys)} if name == "filter_64callers" else None
+        H.wrk(s, body, connections=32, seconds=1, extra_env=extra)  # warm-up
         data = tmp / f"perf-{name}.data"
         c0 = H.cpu_seconds(s.pid)
         p = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(s.pid), "-o", str(data),
                               "--", "sleep", str(seconds)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r = H.wrk(s, body, connections=32, seconds=seconds)
+        r = H.wrk(s, body, connections=32, seconds=seconds, extra_env=extra)
         p.wait()
+        if r["status_errors"] or r["read_errors"] or r["timeouts"]:
+            raise RuntimeError(f"profile run {name}: errors {r}")
         cpu = H.cpu_seconds(s.pid) - c0
         H.stop(s.proc)
         rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso"],
@@ -86,7 +102,9 @@ def perf_split(tmp: Path, plugin: dict, seconds: int) -> dict | None:
                 "libc" if dso.startswith("libc") else "other"
             shares[dso] = shares.get(dso, 0) + float(m.group(1)) / 100
         us = cpu / max(r["requests"], 1) * 1e6
-        out[name] = {"requests": r["requests"], "cpu_us_per_request": us,
+        out[name] = {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
+                     "p50_ms": r["p50_us"] / 1e3, "cpu_us_per_request": us,
+                     "cores": cpu / (r["duration_us"] / 1e6),
                      "us_per_request": {k: v * us for k, v in shares.items()}, "shares": shares}
     H.stop(mock.proc)
     return out
@@ -100,7 +118,7 @@ def markdown(res: dict) -> str:
              "| stage (what the glue calls for one request) | ns |", "|---|---|"]
     for k, v in n.items():
         if k != "events":
-            lines.append(f"| {k} | {v:,.0f} |".replace(",", " "))
+            lines.append(f"| {k} | " + f"{v:,.0f}".replace(",", " ") + " |")
     p = res.get("perf")
     if p:
         lines += ["", f"`perf record` (999 Hz) on each Envoy during {res['perf_seconds']} s of wrk, 1 KB chat, "
@@ -108,22 +126,40 @@ def markdown(res: dict) -> str:
                   "filter's own compiled code; `envoy binary` holds Envoy's HTTP stack and also V8's runtime "
                   "and the proxy-wasm host calls (header and body copies between Envoy and the VM), which the "
                   "stripped binary does not let perf tell apart.", "",
-                  "| | CPU µs / request | wasm (V8 JIT) | envoy binary | kernel | libc | other |",
-                  "|---|---|---|---|---|---|---|"]
-        for name in ("envoy", "filter"):
+                  "| | req/s | cores used | CPU µs / request | wasm (V8 JIT) | envoy binary | kernel | libc | other |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        names = {"envoy": "plain Envoy", "passthrough": "Envoy + filter, requests outside its prefix (Continue at once)",
+                 "filter": "Envoy + filter", "filter_noquota": "Envoy + filter, no `quotas`",
+                 "filter_64callers": "Envoy + filter, 64 callers in turn"}
+        for name in [n for n in names if n in p]:
             d = p[name]
             u = d["us_per_request"]
-            lines.append(f"| {'plain Envoy' if name == 'envoy' else 'Envoy + filter'} | "
+            lines.append(f"| {names[name]} | {d.get('rps', 0):,.0f} | {d.get('cores', 0):.2f} | "
                          f"{d['cpu_us_per_request']:.1f} | "
                          + " | ".join(f"{u.get(k, 0):.1f}" for k in
                                       ("wasm (V8 JIT)", "envoy binary", "kernel", "libc", "other")) + " |")
         de, df = p["envoy"]["us_per_request"], p["filter"]["us_per_request"]
         added = p["filter"]["cpu_us_per_request"] - p["envoy"]["cpu_us_per_request"]
-        lines += ["", f"The filter adds {added:.1f} µs of CPU per request: "
+        pt = p.get("passthrough")
+        lines += ["", (f"A Wasm filter that only looks at the path and continues costs "
+                       f"{pt['cpu_us_per_request'] - p['envoy']['cpu_us_per_request']:+.1f} µs per request "
+                       "(stream context in the VM, the calls into it per phase). " if pt else "")
+                  + f"The filter adds {added:.1f} µs of CPU per request: "
                   f"{df.get('wasm (V8 JIT)', 0):.1f} µs in its own Wasm code, "
                   f"{df.get('envoy binary', 0) - de.get('envoy binary', 0):+.1f} µs in the Envoy binary "
                   f"(host calls, V8 runtime, buffering the body), "
                   f"{df.get('kernel', 0) - de.get('kernel', 0):+.1f} µs in the kernel."]
+        if "filter_noquota" in p:
+            dq = p["filter_noquota"]
+            lines[-1] += (f" The same config without `quotas`: {dq['cpu_us_per_request']:.1f} µs per request and "
+                          f"{dq.get('rps', 0):,.0f} req/s against {p['filter'].get('rps', 0):,.0f} with quotas: "
+                          f"the quota admission and settlement (compare-and-swap on shared data) cost "
+                          f"{p['filter']['cpu_us_per_request'] - dq['cpu_us_per_request']:+.1f} µs per request.")
+        if "filter_64callers" in p:
+            d6 = p["filter_64callers"]
+            lines[-1] += (f" Sent as 64 callers in turn instead of one (less contention on each caller's "
+                          f"record; the team records are still shared): {d6['cpu_us_per_request']:.1f} µs per request, "
+                          f"{d6.get('rps', 0):,.0f} req/s.")
     return "\n".join(lines)
 
 
