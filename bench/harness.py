@@ -491,6 +491,10 @@ WRK_LUA = BENCH / "wrk" / "post.lua"
 def wrk(server: Server, body_file: Path, *, connections: int, seconds: float,
         threads: int | None = None, script: Path = WRK_LUA, extra_env: dict | None = None) -> dict:
     threads = threads or min(2, connections)
+    if not shutil.which("wrk"):
+        if script != WRK_LUA or (extra_env or {}).get("BENCH_KEYS"):
+            raise RuntimeError("this run needs wrk's Lua scripting (apt-get install wrk)")
+        return oha(server, body_file, connections=connections, seconds=seconds)
     env = dict(os.environ)
     env.update({"BENCH_BODY": str(body_file), "BENCH_KEY": server.key, "BENCH_PATH": server.path})
     if extra_env:
@@ -502,6 +506,37 @@ def wrk(server: Server, body_file: Path, *, connections: int, seconds: float,
     if r.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return json.loads(m.group(1))
+
+
+def oha_path() -> str | None:
+    for c in (shutil.which("oha"), str(Path.home() / ".cargo" / "bin" / "oha")):
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def oha(server: Server, body_file: Path, *, connections: int, seconds: float) -> dict:
+    """The wrk summary, from oha (the fallback where wrk is not installed)."""
+    exe = oha_path()
+    if not exe:
+        raise RuntimeError("neither wrk nor oha is installed (bench/setup.sh)")
+    args = [exe, "-z", f"{max(1, round(seconds))}s", "-c", str(connections), "-m", "POST", "-D", str(body_file),
+            "-H", f"Authorization: Bearer {server.key}", "-H", "Content-Type: application/json",
+            "--no-tui", "--output-format", "json", "-w", server.url(server.path)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 4 + 120)
+    if r.returncode != 0:
+        raise RuntimeError(f"oha failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    d = json.loads(r.stdout)
+    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    errors = sum((d.get("errorDistribution") or {}).values())
+    lat = d.get("latencyPercentiles") or {}
+    us = lambda k: int((lat.get(k) or 0) * 1e6)  # noqa: E731
+    return {"requests": sum(codes.values()), "duration_us": int(d["summary"]["total"] * 1e6),
+            "bytes": d["summary"].get("totalData", 0), "connect_errors": 0, "read_errors": errors,
+            "write_errors": 0, "status_errors": sum(v for k, v in codes.items() if not 200 <= k < 400),
+            "timeouts": 0, "p50_us": us("p50"), "p90_us": us("p90"), "p99_us": us("p99"),
+            "max_us": int((d["summary"].get("slowest") or 0) * 1e6),
+            "mean_us": (d["summary"].get("average") or 0) * 1e6, "tool": "oha"}
 
 
 def machine_info() -> dict:
@@ -539,7 +574,8 @@ def machine_info() -> dict:
         "kernel": os.uname().release,
         "envoy": m.group(1) if m else envoy_v,
         "litellm": litellm_v,
-        "wrk": ver(["wrk", "-v"]).split(" [")[0],
+        "wrk": ver(["wrk", "-v"]).split(" [")[0] if shutil.which("wrk") else
+        (ver([oha_path(), "--version"]) + " (no wrk)" if oha_path() else "none"),
         "python": sys.version.split()[0],
         "commit": git,
         "wasm_bytes": WASM.stat().st_size if WASM.exists() else None,
