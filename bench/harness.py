@@ -240,7 +240,7 @@ def envoy_yaml(*, port: int, admin_port: int, mock_port: int, plugin: dict | Non
         }]
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
-    return {
+    doc = {
         "node": {"id": "llmgw-bench", "cluster": "llmgw-bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -273,6 +273,12 @@ def envoy_yaml(*, port: int, admin_port: int, mock_port: int, plugin: dict | Non
             }],
         },
     }
+    # The shipped config's tag extraction for the filter's metric labels (on
+    # both Envoys: it costs only when a stat is created).
+    shipped = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    if "stats_config" in shipped:
+        doc["stats_config"] = shipped["stats_config"]
+    return doc
 
 
 def start_envoy(tmp: Path, name: str, mock_port: int, plugin: dict | None, key: str,

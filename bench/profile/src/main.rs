@@ -70,9 +70,12 @@ fn main() {
     let env = |n: &str| Some(format!("bench-{n}"));
 
     let mut out: Vec<(&str, f64)> = Vec::new();
-    out.push(("config_parse_once_per_vm", time(3, || {
-        black_box(Config::parse(black_box(&plugin), &env).is_ok());
-    })));
+    out.push((
+        "config_parse_once_per_vm",
+        time(3, || {
+            black_box(Config::parse(black_box(&plugin), &env).is_ok());
+        }),
+    ));
     let cfg = match Config::parse(&plugin, &env) {
         Ok(c) => c,
         Err(e) => {
@@ -89,22 +92,43 @@ fn main() {
         .into_iter()
         .collect(),
     );
-    out.push(("key_sha256", time(20000, || {
-        black_box(key_digest(black_box(&key)));
-    })));
-    out.push(("request_head (route, key hash, caller lookup)", time(20000, || {
-        black_box(on_request_head(&cfg, &view, "POST", "/v1/chat/completions", false));
-    })));
+    out.push((
+        "key_sha256",
+        time(20000, || {
+            black_box(key_digest(black_box(&key)));
+        }),
+    ));
+    out.push((
+        "request_head (route, key hash, caller lookup)",
+        time(20000, || {
+            black_box(on_request_head(
+                &cfg,
+                &view,
+                "POST",
+                "/v1/chat/completions",
+                false,
+            ));
+        }),
+    ));
     let p = pending(&cfg, &view);
-    out.push(("parse_1k_body", time(20000, || {
-        black_box(ClientRequest::parse(Endpoint::ChatCompletions, black_box(&chat)).is_ok());
-    })));
-    out.push(("request_body_1k (parse, model lookup, glob check, provider request)", time(20000, || {
-        black_box(on_request_body(&cfg, &p, black_box(&chat)).is_ok());
-    })));
-    out.push(("request_body_100k", time(500, || {
-        black_box(on_request_body(&cfg, &p, black_box(&big)).is_ok());
-    })));
+    out.push((
+        "parse_1k_body",
+        time(20000, || {
+            black_box(ClientRequest::parse(Endpoint::ChatCompletions, black_box(&chat)).is_ok());
+        }),
+    ));
+    out.push((
+        "request_body_1k (parse, model lookup, glob check, provider request)",
+        time(20000, || {
+            black_box(on_request_body(&cfg, &p, black_box(&chat)).is_ok());
+        }),
+    ));
+    out.push((
+        "request_body_100k",
+        time(500, || {
+            black_box(on_request_body(&cfg, &p, black_box(&big)).is_ok());
+        }),
+    ));
     let no_headers = |_: &str| -> Option<String> { None };
     // The answer side alone: Forwards made beforehand, one per call.
     let mut batches = Vec::new();
@@ -135,15 +159,20 @@ fn main() {
         }
         v
     };
-    out.push(("stream_200_chunks (per stream)", time(300, || {
-        let Ok(mut f) = on_request_body(&cfg, &p, &stream_req) else { return };
-        f.exchange.response_headers(&no_headers);
-        black_box(f.exchange.on_response_head(&cfg, 200, true));
-        for (i, e) in events.iter().enumerate() {
-            black_box(f.exchange.on_stream_chunk(e, i + 1 == events.len()));
-        }
-        black_box(f.exchange.usage());
-    })));
+    out.push((
+        "stream_200_chunks (per stream)",
+        time(300, || {
+            let Ok(mut f) = on_request_body(&cfg, &p, &stream_req) else {
+                return;
+            };
+            f.exchange.response_headers(&no_headers);
+            black_box(f.exchange.on_response_head(&cfg, 200, true));
+            for (i, e) in events.iter().enumerate() {
+                black_box(f.exchange.on_stream_chunk(e, i + 1 == events.len()));
+            }
+            black_box(f.exchange.usage());
+        }),
+    ));
     let json: Vec<String> = out
         .iter()
         .map(|(k, v)| format!("\"{k}\": {v:.0}"))
