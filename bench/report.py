@@ -235,6 +235,8 @@ def soak_chart(result, path: Path) -> None:
     ax1.plot(x, [p["rss_mb"] for p in s], "o-", color="#dd8452", label="Envoy RSS (MiB)")
     if any(p.get("wasm_mb") is not None for p in s):
         ax1.plot(x, [p.get("wasm_mb") for p in s], "s-", color="#4c72b0", label=result["wasm_label"])
+        ax1.plot(x, [p.get("wasm_rss_mb") for p in s], "^--", color="#55a868",
+                 label="Wasm linear memory, all VMs (MiB resident)")
     ax1.axvline(result["warmup_requests"] / 1000, color="#999999", ls="--", lw=1, label="end of warm-up")
     ax1.set_xlabel("requests (thousands)")
     ax1.set_ylabel("MiB")
