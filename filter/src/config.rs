@@ -64,6 +64,8 @@ struct RawConfig {
     callers: Vec<RawCaller>,
     #[serde(default)]
     identity_sources: Vec<RawIdentitySource>,
+    #[serde(default)]
+    quotas: Option<crate::quota::RawQuotas>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +177,9 @@ struct RawCaller {
     models: Option<Vec<String>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// May read every caller's and team's `/v1/usage`.
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +241,7 @@ pub struct Caller {
     pub principals: Vec<String>,
     pub models: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub admin: bool,
 }
 
 impl Caller {
@@ -332,6 +338,8 @@ pub struct Config {
     /// SHA-256 of a caller key → index in `callers`.
     pub key_index: HashMap<[u8; 32], usize>,
     pub identity_sources: Vec<IdentitySource>,
+    /// Per-caller limits and usage accounting (`None`: not counted).
+    pub quotas: Option<crate::quota::Quotas>,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -752,6 +760,7 @@ impl Config {
                 principals: c.principals,
                 models: models_allowed,
                 labels: c.labels,
+                admin: c.admin,
             });
         }
 
@@ -797,7 +806,15 @@ impl Config {
             });
         }
 
+        let quotas = match raw.quotas {
+            None => None,
+            Some(q) => Some(crate::quota::Quotas::validate(q, &callers, &|name| {
+                model_index.get(name).map(|&i| models[i].name.clone())
+            })?),
+        };
+
         Ok(Config {
+            quotas,
             path_prefix,
             cluster_header,
             max_body_bytes: max_body as usize,

@@ -12,6 +12,7 @@ pub mod frontdoor;
 pub mod gateway;
 pub mod glob;
 pub mod providers;
+pub mod quota;
 pub mod request;
 pub mod sse;
 pub mod token;
