@@ -66,6 +66,16 @@ struct RawConfig {
     identity_sources: Vec<RawIdentitySource>,
     #[serde(default)]
     quotas: Option<crate::quota::RawQuotas>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Label metrics by caller (default), team, or none.
+    #[serde(default)]
+    by: crate::telemetry::LabelBy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +155,8 @@ struct RawModel {
     created: Option<u64>,
     #[serde(default)]
     drop_unsupported_params: bool,
+    #[serde(default)]
+    reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +244,9 @@ pub struct Model {
     /// Request parameters the provider cannot honour (e.g. `seed` for
     /// Anthropic) are dropped instead of rejected with a 400.
     pub drop_unsupported_params: bool,
+    /// Completion tokens a request without `max_tokens` reserves against
+    /// token quotas (else `quotas.default_reserve_tokens`).
+    pub reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +355,8 @@ pub struct Config {
     pub identity_sources: Vec<IdentitySource>,
     /// Per-caller limits and usage accounting (`None`: not counted).
     pub quotas: Option<crate::quota::Quotas>,
+    /// Whose usage the metrics label (see [`crate::telemetry`]).
+    pub metrics_by: crate::telemetry::LabelBy,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -674,6 +691,7 @@ impl Config {
                 price,
                 created: m.created.unwrap_or(1_700_000_000),
                 drop_unsupported_params: m.drop_unsupported_params,
+                reserve_tokens: m.reserve_tokens,
             });
         }
         let default_model = match raw.default_model {
@@ -815,6 +833,7 @@ impl Config {
 
         Ok(Config {
             quotas,
+            metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
             cluster_header,
             max_body_bytes: max_body as usize,

@@ -260,7 +260,10 @@ impl Quotas {
         let mut teams = HashMap::new();
         for (name, l) in raw.teams {
             let path = format!("quotas.teams.{name}");
-            if !callers.iter().any(|c| c.team.as_deref() == Some(name.as_str())) {
+            if !callers
+                .iter()
+                .any(|c| c.team.as_deref() == Some(name.as_str()))
+            {
                 return Err(ConfigError::new(
                     path,
                     format!("no caller has team '{name}'"),
@@ -984,11 +987,7 @@ pub fn cost_micros(price: &crate::config::Price, usage: &crate::usage::Usage) ->
 
 /// What a request reserves: `completion` tokens for the answer (from the
 /// request or the model) plus a prompt estimate of one token per 4 bytes.
-pub fn reservation(
-    price: &crate::config::Price,
-    body_len: usize,
-    completion: u64,
-) -> Ask {
+pub fn reservation(price: &crate::config::Price, body_len: usize, completion: u64) -> Ask {
     let prompt = (body_len as u64).div_ceil(4).max(1);
     let usage = crate::usage::Usage {
         prompt_tokens: prompt,
@@ -1047,7 +1046,10 @@ pub fn headers(adm: &Admission) -> Vec<(String, String)> {
                 format!("x-ratelimit-remaining-{what}"),
                 x.remaining.to_string(),
             ));
-            h.push((format!("x-ratelimit-reset-{what}"), reset_duration(x.reset_ms)));
+            h.push((
+                format!("x-ratelimit-reset-{what}"),
+                reset_duration(x.reset_ms),
+            ));
         }
     }
     h
@@ -1067,7 +1069,10 @@ pub fn refusal(d: &Denied, caller: &Caller) -> (crate::error::ApiError, Vec<(Str
                 "quota_store_busy",
                 "The gateway could not update its quota counters; retry shortly.",
             ),
-            vec![("retry-after".into(), "1".into()), ("retry-after-ms".into(), "1000".into())],
+            vec![
+                ("retry-after".into(), "1".into()),
+                ("retry-after-ms".into(), "1000".into()),
+            ],
         ),
         Denied::Limit {
             applied,
@@ -1077,10 +1082,7 @@ pub fn refusal(d: &Denied, caller: &Caller) -> (crate::error::ApiError, Vec<(Str
             never,
         } => {
             let whose = match applied.level {
-                Level::Team => format!(
-                    "team '{}'",
-                    caller.team.as_deref().unwrap_or_default()
-                ),
+                Level::Team => format!("team '{}'", caller.team.as_deref().unwrap_or_default()),
                 Level::Caller | Level::Default => format!("caller '{}'", caller.id),
             };
             let on_model = applied
@@ -1092,7 +1094,11 @@ pub fn refusal(d: &Denied, caller: &Caller) -> (crate::error::ApiError, Vec<(Str
                 let usd = |v: u64| format!("${}.{:06}", v / 1_000_000, v % 1_000_000);
                 (usd(*used), usd(applied.limit), usd(*requested))
             } else {
-                (used.to_string(), applied.limit.to_string(), requested.to_string())
+                (
+                    used.to_string(),
+                    applied.limit.to_string(),
+                    requested.to_string(),
+                )
             };
             let secs = retry_after_ms.div_ceil(1000).max(1);
             let wait = if *never {
@@ -1130,7 +1136,10 @@ pub fn refusal(d: &Denied, caller: &Caller) -> (crate::error::ApiError, Vec<(Str
                     format!("x-ratelimit-remaining-{w}"),
                     applied.limit.saturating_sub(*used).to_string(),
                 ));
-                h.push((format!("x-ratelimit-reset-{w}"), reset_duration(*retry_after_ms)));
+                h.push((
+                    format!("x-ratelimit-reset-{w}"),
+                    reset_duration(*retry_after_ms),
+                ));
             }
             if *never || applied.kind.is_budget() {
                 h.push(("x-should-retry".to_string(), "false".to_string()));
@@ -1138,6 +1147,121 @@ pub fn refusal(d: &Denied, caller: &Caller) -> (crate::error::ApiError, Vec<(Str
             (e, h)
         }
     }
+}
+
+// ---------------------------------------------------------------- /v1/usage
+
+fn usd(micros: u64) -> serde_json::Value {
+    serde_json::json!(format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000))
+}
+
+fn counts_json(c: &Counts) -> serde_json::Value {
+    serde_json::json!({
+        "requests": { "minute": c.req_min, "day": c.req_day, "month": c.req_month },
+        "tokens": { "minute": c.tok_min, "day": c.tok_day, "month": c.tok_month },
+        "usd": { "day": usd(c.usd_day), "month": usd(c.usd_month) },
+        "usd_micros": { "day": c.usd_day, "month": c.usd_month },
+        "in_flight": c.in_flight,
+    })
+}
+
+fn record_json(rec: &Record) -> serde_json::Value {
+    let models: serde_json::Map<String, serde_json::Value> = rec
+        .models
+        .iter()
+        .map(|(m, c)| (m.clone(), counts_json(c)))
+        .collect();
+    let mut v = counts_json(&rec.total);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("models".into(), serde_json::Value::Object(models));
+    }
+    v
+}
+
+fn limit_json(a: &Applied, rec: &Record, now: &Window, now_ms: u64) -> serde_json::Value {
+    let counts = match &a.model {
+        None => rec.total,
+        Some(m) => rec.model(m),
+    };
+    let used = counts.used(a.kind);
+    let reset_ms = now.end_ms(a.kind).map(|e| e.saturating_sub(now_ms));
+    let (value, used_v, remaining) = if a.kind.is_budget() {
+        (usd(a.limit), usd(used), usd(a.limit.saturating_sub(used)))
+    } else {
+        (
+            serde_json::json!(a.limit),
+            serde_json::json!(used),
+            serde_json::json!(a.limit.saturating_sub(used)),
+        )
+    };
+    serde_json::json!({
+        "limit": a.kind.name(),
+        "level": a.level.name(),
+        "model": a.model,
+        "value": value,
+        "used": used_v,
+        "remaining": remaining,
+        "reset": reset_ms.map(reset_duration),
+        "reset_ms": reset_ms,
+    })
+}
+
+/// The caller's own usage and allowance, as `/v1/usage` answers it: the
+/// counters of the caller's record (and of the team's), and every limit
+/// that applies with what is used and left in its current window. Limits
+/// given per model appear for each model the caller may use that has one.
+pub fn caller_report(
+    store: &dyn Store,
+    q: &Quotas,
+    caller: &Caller,
+    models: &[&str],
+    now_ms: u64,
+) -> serde_json::Value {
+    let now = Window::at(now_ms);
+    let own = read(store, &caller_key(&caller.id), now_ms);
+    let team = caller
+        .team
+        .as_ref()
+        .map(|t| read(store, &team_key(t), now_ms));
+    let mut limits = Vec::new();
+    let mut seen: Vec<(Kind, Option<String>)> = Vec::new();
+    for m in models {
+        for a in q.applied(caller, m) {
+            if seen.contains(&(a.kind, a.model.clone())) {
+                continue;
+            }
+            seen.push((a.kind, a.model.clone()));
+            let rec = if a.on_team() {
+                team.as_ref().unwrap_or(&own)
+            } else {
+                &own
+            };
+            limits.push(limit_json(&a, rec, &now, now_ms));
+        }
+    }
+    serde_json::json!({
+        "object": "usage",
+        "caller": caller.id,
+        "team": caller.team,
+        "usage": record_json(&own),
+        "team_usage": team.as_ref().map(record_json),
+        "limits": limits,
+        "windows": {
+            "minute_reset_ms": now.end_ms(Kind::RequestsPerMinute).map(|e| e - now_ms),
+            "day_reset_ms": now.end_ms(Kind::UsdPerDay).map(|e| e - now_ms),
+            "month_reset_ms": now.end_ms(Kind::UsdPerMonth).map(|e| e.saturating_sub(now_ms)),
+        },
+    })
+}
+
+/// A team's counters, for admins.
+pub fn team_report(store: &dyn Store, team: &str, now_ms: u64) -> serde_json::Value {
+    let rec = read(store, &team_key(team), now_ms);
+    serde_json::json!({
+        "object": "team_usage",
+        "team": team,
+        "usage": record_json(&rec),
+    })
 }
 
 #[cfg(test)]

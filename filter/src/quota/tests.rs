@@ -110,7 +110,10 @@ fn windows_roll_independently() {
     r.model_mut("m").admit(&ask);
     r.roll(&Window::at(T0 + 60_000));
     assert_eq!((r.total.req_min, r.total.tok_min), (0, 0));
-    assert_eq!((r.total.req_day, r.total.tok_day, r.total.usd_day), (1, 10, 5));
+    assert_eq!(
+        (r.total.req_day, r.total.tok_day, r.total.usd_day),
+        (1, 10, 5)
+    );
     assert_eq!(r.total.in_flight, 1, "in flight has no window");
     r.roll(&Window::at(T0 + 86_400_000 * 40));
     assert_eq!(r.total.usd_month, 0);
@@ -119,7 +122,11 @@ fn windows_roll_independently() {
 
 #[test]
 fn most_specific_level_applies() {
-    let cs = [caller("a", Some("t")), caller("b", Some("t")), caller("c", None)];
+    let cs = [
+        caller("a", Some("t")),
+        caller("b", Some("t")),
+        caller("c", None),
+    ];
     let q = quotas(
         r#"{"default":{"requests_per_minute":100,"tokens_per_minute":1000,"models":{"gpt-4o":{"requests_per_minute":3}}},
             "teams":{"t":{"requests_per_minute":20,"usd_per_day":1.5}},
@@ -137,12 +144,18 @@ fn most_specific_level_applies() {
     assert_eq!(find(&a, Kind::UsdPerDay, false).unwrap().limit, 1_500_000);
     assert!(find(&a, Kind::UsdPerDay, false).unwrap().on_team());
     let b = q.applied(&cs[1], "gpt-4o");
-    assert_eq!(find(&b, Kind::RequestsPerMinute, false).unwrap().level, Level::Team);
+    assert_eq!(
+        find(&b, Kind::RequestsPerMinute, false).unwrap().level,
+        Level::Team
+    );
     assert_eq!(find(&b, Kind::RequestsPerMinute, true).unwrap().limit, 3);
     let c = q.applied(&cs[2], "gpt-4o-mini");
     assert_eq!(find(&c, Kind::RequestsPerMinute, false).unwrap().limit, 100);
     assert_eq!(find(&c, Kind::RequestsPerMinute, true), None);
-    assert_eq!(find(&c, Kind::TokensPerMinute, false).unwrap().level, Level::Default);
+    assert_eq!(
+        find(&c, Kind::TokensPerMinute, false).unwrap().level,
+        Level::Default
+    );
 }
 
 #[test]
@@ -156,9 +169,18 @@ fn config_errors_name_the_field() {
     };
     assert_eq!(bad(r#"{"teams":{"x":{}}}"#), "quotas.teams.x");
     assert_eq!(bad(r#"{"callers":{"zz":{}}}"#), "quotas.callers.zz");
-    assert_eq!(bad(r#"{"default":{"models":{"nope":{}}}}"#), "quotas.default.models.nope");
-    assert_eq!(bad(r#"{"default":{"usd_per_day":-1}}"#), "quotas.default.usd_per_day");
-    assert_eq!(bad(r#"{"default_reserve_tokens":0}"#), "quotas.default_reserve_tokens");
+    assert_eq!(
+        bad(r#"{"default":{"models":{"nope":{}}}}"#),
+        "quotas.default.models.nope"
+    );
+    assert_eq!(
+        bad(r#"{"default":{"usd_per_day":-1}}"#),
+        "quotas.default.usd_per_day"
+    );
+    assert_eq!(
+        bad(r#"{"default_reserve_tokens":0}"#),
+        "quotas.default_reserve_tokens"
+    );
     assert!(serde_json::from_str::<RawQuotas>(r#"{"default":{"rpm":1}}"#).is_err());
 }
 
@@ -205,7 +227,10 @@ fn requests_per_minute_exact_and_reset() {
 #[test]
 fn tokens_reserved_then_settled() {
     let cs = [caller("a", None)];
-    let q = quotas(r#"{"default":{"tokens_per_minute":1000,"tokens_per_day":5000}}"#, &cs);
+    let q = quotas(
+        r#"{"default":{"tokens_per_minute":1000,"tokens_per_day":5000}}"#,
+        &cs,
+    );
     let s = MemStore::default();
     ensure(&s, &caller_key("a")).unwrap();
     let a = admit(&s, &q, &cs[0], "gpt-4o", ask(600), T0).unwrap();
@@ -217,11 +242,17 @@ fn tokens_reserved_then_settled() {
     let b = admit(&s, &q, &cs[0], "gpt-4o", ask(600), T0 + 3).unwrap();
     assert_eq!(b.tokens.unwrap().remaining, 350);
     let r = read(&s, &caller_key("a"), T0 + 4);
-    assert_eq!((r.total.tok_min, r.total.tok_day, r.total.in_flight), (650, 650, 1));
+    assert_eq!(
+        (r.total.tok_min, r.total.tok_day, r.total.in_flight),
+        (650, 650, 1)
+    );
     // Settled after the minute rolled: counted in the new minute.
     settle(&s, &b, ask(100), T0 + 61_000);
     let r = read(&s, &caller_key("a"), T0 + 61_001);
-    assert_eq!((r.total.tok_min, r.total.tok_day, r.total.in_flight), (100, 150, 0));
+    assert_eq!(
+        (r.total.tok_min, r.total.tok_day, r.total.in_flight),
+        (100, 150, 0)
+    );
     // A request larger than the limit is refused for good.
     match admit(&s, &q, &cs[0], "gpt-4o", ask(1001), T0 + 62_000) {
         Err(Denied::Limit { never: true, .. }) => {}
@@ -247,7 +278,11 @@ fn team_limit_is_shared_and_first_record_given_back() {
         Ok(_) => panic!("admitted a third"),
     };
     assert_eq!(e.status, 429);
-    assert!(e.message.contains("max_concurrent of team 't'"), "{}", e.message);
+    assert!(
+        e.message.contains("max_concurrent of team 't'"),
+        "{}",
+        e.message
+    );
     assert!(h.contains(&("retry-after".into(), "1".into())));
     // The caller's own record was given back: 2 requests counted, not 3.
     let r = read(&s, &caller_key("a"), T0);
@@ -279,14 +314,47 @@ fn budget_is_insufficient_quota_without_retry() {
     let q = quotas(r#"{"default":{"usd_per_day":0.001}}"#, &cs);
     let s = MemStore::default();
     ensure(&s, &caller_key("a")).unwrap();
-    let a = admit(&s, &q, &cs[0], "gpt-4o", Ask { tokens: 1, usd_micros: 600 }, T0).unwrap();
-    settle(&s, &a, Ask { tokens: 1, usd_micros: 900 }, T0 + 1);
-    let d = admit(&s, &q, &cs[0], "gpt-4o", Ask { tokens: 1, usd_micros: 200 }, T0 + 2)
-        .unwrap_err();
+    let a = admit(
+        &s,
+        &q,
+        &cs[0],
+        "gpt-4o",
+        Ask {
+            tokens: 1,
+            usd_micros: 600,
+        },
+        T0,
+    )
+    .unwrap();
+    settle(
+        &s,
+        &a,
+        Ask {
+            tokens: 1,
+            usd_micros: 900,
+        },
+        T0 + 1,
+    );
+    let d = admit(
+        &s,
+        &q,
+        &cs[0],
+        "gpt-4o",
+        Ask {
+            tokens: 1,
+            usd_micros: 200,
+        },
+        T0 + 2,
+    )
+    .unwrap_err();
     let (e, h) = refusal(&d, &cs[0]);
     assert_eq!(e.code.as_deref(), Some("insufficient_quota"));
     assert!(e.message.contains("usd_per_day"));
-    assert!(e.message.contains("limit $0.001000, used $0.000900"), "{}", e.message);
+    assert!(
+        e.message.contains("limit $0.001000, used $0.000900"),
+        "{}",
+        e.message
+    );
     assert!(h.contains(&("x-should-retry".into(), "false".into())));
 }
 
@@ -328,8 +396,14 @@ fn concurrent_admission_is_exact() {
         assert_eq!(admitted.load(Ordering::SeqCst), 10, "trial {trial}");
         let c = read(s.as_ref(), &caller_key("a"), T0 + trial);
         let t = read(s.as_ref(), &team_key("t"), T0 + trial);
-        assert_eq!((c.total.req_min, c.total.tok_min, c.total.in_flight), (10, 20, 0));
-        assert_eq!((t.total.req_min, t.total.tok_min, t.total.in_flight), (10, 20, 0));
+        assert_eq!(
+            (c.total.req_min, c.total.tok_min, c.total.in_flight),
+            (10, 20, 0)
+        );
+        assert_eq!(
+            (t.total.req_min, t.total.tok_min, t.total.in_flight),
+            (10, 20, 0)
+        );
     }
 }
 
@@ -343,7 +417,13 @@ fn concurrency_limit_under_threads_never_exceeded() {
     let peak = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..16)
         .map(|_| {
-            let (s, q, inside, peak, c) = (s.clone(), q.clone(), inside.clone(), peak.clone(), cs[0].clone());
+            let (s, q, inside, peak, c) = (
+                s.clone(),
+                q.clone(),
+                inside.clone(),
+                peak.clone(),
+                cs[0].clone(),
+            );
             std::thread::spawn(move || {
                 for _ in 0..200 {
                     if let Ok(a) = admit(s.as_ref(), &q, &c, "gpt-4o", ask(1), T0) {
