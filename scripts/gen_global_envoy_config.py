@@ -90,17 +90,76 @@ def wasm_filter(doc: dict) -> dict:
     return found[0]
 
 
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the `}` closing the JSON object whose `{` is at `start`."""
+    depth, i, in_str = 0, start, False
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError("unbalanced JSON")
+
+
+def _top_level_value(text: str, key: str) -> int:
+    """Index of the `{` of the top-level object member `key`."""
+    depth, i = 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            token = text[i + 1:j]
+            rest = text[j + 1:].lstrip()
+            if depth == 1 and token == key and rest.startswith(":"):
+                return text.index("{", j)
+            i = j + 1
+            continue
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        i += 1
+    raise ValueError(f"no top-level {key!r}")
+
+
 def enable_descriptor_headers(text: str) -> str:
-    """The plugin config JSON with quotas.global.descriptor_headers = true.
-    Without a `quotas` object the text is kept and one line added, so the
-    two files stay easy to compare; otherwise it is re-serialised."""
+    """The plugin config JSON with quotas.global.descriptor_headers = true,
+    added as one line to the text as written (so the two files stay easy to
+    compare); re-serialised only when `quotas.global` already exists."""
     cfg = json.loads(text)
-    if "quotas" not in cfg:
-        body = text.rstrip()
-        assert body.endswith("}")
-        return body[:-1].rstrip() + ',\n  "quotas": {"global": {"descriptor_headers": true}}\n}\n'
-    cfg["quotas"].setdefault("global", {})["descriptor_headers"] = True
-    return json.dumps(cfg, indent=2) + "\n"
+    line = '"global": {"descriptor_headers": true}'
+    quotas = cfg.get("quotas")
+    if quotas is None:
+        end = _closing_brace(text, text.index("{"))
+        out = text[:end].rstrip() + ',\n  "quotas": {' + line + '}\n' + text[end:]
+    elif "global" not in quotas:
+        pos = _top_level_value(text, "quotas")
+        end = _closing_brace(text, pos)
+        body = text[pos + 1:end]
+        indent = body[len(body.rstrip(" ")):] if "\n" in body else ""
+        item_indent = " " * (len(indent) + 2) if indent else " "
+        out = text[:end].rstrip() + ("," if body.strip() else "") + "\n" + item_indent + line + \
+            ("\n" + indent if indent else " ") + text[end:]
+    else:
+        quotas["global"]["descriptor_headers"] = True
+        return json.dumps(cfg, indent=2) + "\n"
+    want = json.loads(text)
+    want.setdefault("quotas", {}).setdefault("global", {})["descriptor_headers"] = True
+    assert json.loads(out) == want, "inserting quotas.global went wrong"
+    return out
 
 
 def rate_limits() -> list[dict]:
@@ -138,7 +197,8 @@ def ratelimit_filter() -> dict:
             "timeout": "0.25s",
             # X-RateLimit-Limit / -Remaining / -Reset from the service's answer
             # (the descriptor closest to its limit), beside the filter's own
-            # x-ratelimit-*-requests / -tokens headers.
+            # x-ratelimit-*-requests / -tokens headers. The filter takes the
+            # retry-after of its OpenAI 429 from X-RateLimit-Reset.
             "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
             "rate_limit_service": {
                 "grpc_service": {"envoy_grpc": {"cluster_name": RLS_CLUSTER}},

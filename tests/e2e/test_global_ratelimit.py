@@ -234,7 +234,11 @@ def test_over_limit_is_an_openai_429(ggw, rls, mock):
     assert ei.value.code == "rate_limit_exceeded"
     r = ggw.http().post("/v1/chat/completions", headers=gw.auth(),
                         json=gw.chat_body(said, stream=True))
-    err = gw.assert_openai_error(r, 429, code="rate_limit_exceeded")
+    gw.assert_openai_error(r, 429, code="rate_limit_exceeded")
+    # retry-after: the service's seconds until its window ends (the test
+    # server answers with the rest of the current minute).
+    assert 1 <= int(r.headers["retry-after"]) <= 60, r.headers
+    assert int(r.headers["retry-after-ms"]) == 1000 * int(r.headers["retry-after"])
     # Neither rejected request reached the provider.
     assert mock.find(said, wait=0.5) == []
     assert [c.answer for c in request_calls(rls.snapshot())] == [1, 2, 2]

@@ -83,6 +83,8 @@ def test_rate_limit_filter_and_cluster():
     assert rl["failure_mode_deny"] is False  # see docs/global-ratelimit.md
     assert not rl.get("rate_limited_as_resource_exhausted")
     assert not rl.get("disable_x_envoy_ratelimited_header")  # the filter maps 429s by it
+    # The filter's retry-after comes from X-RateLimit-Reset.
+    assert rl["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
     assert rl["rate_limit_service"]["transport_api_version"] == "V3"
     cluster_name = rl["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     c = next(c for c in glob["static_resources"]["clusters"] if c["name"] == cluster_name)

@@ -20,6 +20,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import gen_ratelimit_config as gen  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "gen_ratelimit_config.py"
+SHIPPED = ROOT / "envoy" / "ratelimit-config.yaml"
+GLOBAL_ENVOY = ROOT / "envoy" / "envoy-global-ratelimit.yaml"
+
+
+def test_shipped_service_config_is_generated_from_the_shipped_plugin_config():
+    r = subprocess.run([sys.executable, str(SCRIPT), str(GLOBAL_ENVOY), "--check", str(SHIPPED)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(SHIPPED.read_text())
+    assert cfg["domain"] == "llm-gateway" and cfg["descriptors"]
 
 
 # ------------------------------------------------------------- a model of envoyproxy/ratelimit
