@@ -15,6 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+import gen_global_envoy_config as envgen  # noqa: E402
 import gen_ratelimit_config as rlgen  # noqa: E402
 
 BASE = ROOT / "envoy" / "envoy.yaml"
@@ -131,3 +132,40 @@ def test_actions_send_the_descriptors_the_service_config_expects():
             else:
                 want += [(kind, shape, "check"), (kind, shape, "charge")]
     assert sorted(seen) == sorted(want)
+
+
+# ------------------------------------------------------------- the plugin config edit
+
+WANT = {"descriptor_headers": True}
+
+
+def _check(text: str) -> str:
+    out = envgen.enable_descriptor_headers(text)
+    want = json.loads(text)
+    want.setdefault("quotas", {}).setdefault("global", {}).update(WANT)
+    assert json.loads(out) == want
+    return out
+
+
+def test_descriptor_headers_added_without_quotas():
+    text = '{\n  "a": "}{\\"quotas\\": {",\n  "b": [1, {"c": 2}]\n}\n'
+    out = _check(text)
+    assert out.startswith(text.rstrip()[:-1].rstrip())  # the rest kept as written
+
+
+def test_descriptor_headers_added_into_existing_quotas_as_one_line():
+    text = ('{\n  "default_model": "quotas",\n  "quotas": {\n    "default": {"requests_per_minute": 5}\n  },\n'
+            '  "x": {"quotas": {}}\n}\n')
+    out = _check(text)
+    assert out.count("\n") == text.count("\n") + 1
+    assert '    "global": {"descriptor_headers": true}\n' in out
+    assert json.loads(out)["x"] == {"quotas": {}}
+
+
+def test_descriptor_headers_into_empty_or_one_line_quotas():
+    _check('{"quotas": {}}')
+    _check('{"quotas": {"default": {"tokens_per_day": 1}}, "z": 1}')
+
+
+def test_descriptor_headers_with_quotas_global_present():
+    _check('{"quotas": {"global": {"descriptor_headers": false}}}')
