@@ -222,6 +222,17 @@ class RlsServer:
                 self._cond.wait(left)
             return list(self.calls)
 
+    def settle(self, quiet: float = 0.3, timeout: float = 3.0) -> None:
+        """Wait until no call came for `quiet` seconds (stream-done calls
+        arrive after the client has its answer)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                last = max((c.at for c in self.calls), default=0.0)
+            if time.monotonic() - last >= quiet:
+                return
+            time.sleep(0.05)
+
     # ------------------------------------------------------------ rpc
 
     def _should_rate_limit(self, request, context):

@@ -84,6 +84,7 @@ def ggw(built, mock, rls, keys, tmp_path_factory):
 def _fresh(rls):
     rls.reset()
     yield
+    rls.settle()  # a late stream-done call must not land in the next test
 
 
 # ------------------------------------------------------------------ helpers
