@@ -227,7 +227,9 @@ def test_over_limit_is_an_openai_429(ggw, rls, mock):
     from openai import RateLimitError
     rls.reset(limits={_caller_key("requests_per_minute"): 1})
     c = ggw.client()
-    c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "first"}])
+    first = c.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "first"}])
+    remaining_before = int(first.headers["x-ratelimit-remaining-requests"])
     said = gw.nonce("blocked")
     with pytest.raises(RateLimitError) as ei:
         c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": said}])
@@ -243,6 +245,23 @@ def test_over_limit_is_an_openai_429(ggw, rls, mock):
     # Neither rejected request reached the provider.
     assert mock.find(said, wait=0.5) == []
     assert [c.answer for c in request_calls(rls.snapshot())] == [1, 2, 2]
+    # ... nor counts against the local quotas: the next admitted request
+    # sees only the first one (and itself) in this minute.
+    rls.reset(mode="ok")
+    ok = ggw.http().post("/v1/chat/completions", headers=gw.auth(), json=gw.chat_body("again"))
+    assert ok.status_code == 200, ok.text
+    remaining = int(ok.headers["x-ratelimit-remaining-requests"])
+    if remaining <= remaining_before:  # (a new minute resets the count)
+        assert remaining == remaining_before - 1, (remaining_before, ok.headers)
+    # The refusal is in the audit log.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        lines = [json.loads(l) for l in ggw.access_log.read_text().splitlines()
+                 if l.startswith("{")]
+        if [l for l in lines if l.get("quota") == "refused:global"]:
+            break
+        time.sleep(0.1)
+    assert len([l for l in lines if l.get("quota") == "refused:global"]) == 2
 
 
 def test_tokens_over_limit_block_the_next_request(ggw, rls, keys):
