@@ -18,6 +18,7 @@ import base64
 import copy
 import fnmatch
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,10 +88,7 @@ def ingress(mock, tmp_path_factory, plugin_config, signing_key):
     # Provider keys as an admin creates them: Secrets from `mesh.py secret`,
     # mounted at /etc/llm-secrets/<provider>/ (here: a directory per provider).
     for name, key in PROVIDER_KEYS.items():
-        d = tmp / "llm-secrets" / name
-        d.mkdir(parents=True)
-        for file, text in mesh.secret_manifest(name, key)["stringData"].items():
-            (d / file).write_text(text)
+        kubelet_secret_volume(tmp / "llm-secrets" / name, mesh.secret_manifest(name, key)["stringData"])
     pub = signing_key.public_key().public_numbers()
     jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
                                  "n": _b64(pub.n), "e": _b64(pub.e)}]})
@@ -123,6 +121,23 @@ def ingress(mock, tmp_path_factory, plugin_config, signing_key):
     g = gw.Gateway(tmp, mock.port, mutate=mutate, env={"AZURE_OPENAI_API_KEY": gw.AZURE_KEY})
     yield g
     g.stop()
+
+
+def kubelet_secret_volume(d: Path, data: dict[str, str]) -> None:
+    """Write a Secret volume the way the kubelet does: files in a timestamped
+    directory, `..data` a symlink to it, each key a symlink through `..data`;
+    an update swaps `..data` atomically (rename of a new symlink over it)."""
+    d.mkdir(parents=True, exist_ok=True)
+    stamp = f"..{time.time_ns()}"
+    (d / stamp).mkdir()
+    for k, v in data.items():
+        (d / stamp / k).write_text(v)
+    tmp_link = d / "..data_tmp"
+    tmp_link.symlink_to(stamp)
+    os.replace(tmp_link, d / "..data")
+    for k in data:
+        if not (d / k).is_symlink():
+            (d / k).symlink_to(Path("..data") / k)
 
 
 def client(g, key: str | None, **kw) -> openai.OpenAI:
@@ -289,3 +304,25 @@ def test_large_body_fits_the_listener_buffer(ingress, mock, caller_key):
         model="gpt-4o-mini", messages=[{"role": "user", "content": big}])
     assert r.choices[0].message.content.startswith("Hello from the mock")
     assert len(mock.find_one(n)["body"]) > 3 * 1024 * 1024
+
+
+def test_rotating_the_secret_volume_switches_the_key_without_restart(ingress, mock, caller_key):
+    """`mesh.py secret ... | kubectl apply -f -` updates the Secret; the
+    kubelet swaps the volume's ..data symlink; watched_directory makes Envoy
+    read the new key for the next requests. Last in this file: it changes the
+    OpenAI key of the module's gateway (and restores it)."""
+    d = Path(ingress.tmp) / "llm-secrets" / "openai"
+    c = client(ingress, caller_key)
+    try:
+        kubelet_secret_volume(d, mesh.secret_manifest("openai", gw.ROTATED_OPENAI_KEY)["stringData"])
+        deadline = time.monotonic() + 10
+        while True:
+            n = gw.nonce("rot")
+            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": n}])
+            if mock.find_one(n)["headers"]["authorization"] == "Bearer " + gw.ROTATED_OPENAI_KEY:
+                break
+            assert time.monotonic() < deadline, "the rotated key was not picked up"
+            time.sleep(0.2)
+        assert ingress.alive()
+    finally:
+        kubelet_secret_volume(d, mesh.secret_manifest("openai", gw.OPENAI_KEY)["stringData"])
