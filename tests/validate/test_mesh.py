@@ -185,7 +185,10 @@ def registry(tmp_path):
 
 
 def test_push_keeps_the_digest_istio_checks(layout, registry):
-    r = run([PY, "scripts/oci.py", "push", "--out", layout, "--registry", registry, "--insecure"])
+    """`make push` (skopeo) to a local registry, then the image read back
+    over the registry API the way Istio's agent reads it."""
+    r = run(["make", "-s", "push", f"REGISTRY={registry}", "INSECURE=1", f"OCI_DIR={layout}", "TAG=1.2.3"],
+            timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     base = f"http://{registry}/v2/{oci.REPOSITORY}"
     req = urllib.request.Request(f"{base}/manifests/1.2.3", headers={
@@ -200,6 +203,25 @@ def test_push_keeps_the_digest_istio_checks(layout, registry):
             return resp.read()
 
     assert sha256(read_image(blob, manifest)) == sha256(WASM.read_bytes())
+
+
+def test_make_oci_and_make_mesh(tmp_path):
+    """The README's commands: `make oci`, then `make mesh REGISTRY=... TAG=...`
+    renders the manifests with the digest `make oci` produced."""
+    layout_dir, out = tmp_path / "oci", tmp_path / "mesh"
+    r = run(["make", "-s", "oci", f"OCI_DIR={layout_dir}", "TAG=3.4.5"], timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(["make", "-s", "mesh", "REGISTRY=registry.acme.test/platform", "TAG=3.4.5",
+             f"OCI_DIR={layout_dir}", f"MESH_OUT={out}"], timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    digest = oci.layout_digest(layout_dir)
+    text = (out / "istio/gateway/llm-gateway-envoyfilter.yaml").read_text()
+    assert f"sha256: {digest}" in text or f"sha256: '{digest}'" in text
+    assert "oci://registry.acme.test/platform/llm-gateway:3.4.5" in text
+    # A Docker-built image: its own digest, no OCI build needed.
+    r = run(["make", "-s", "mesh", "REGISTRY=r.test", "TAG=1", "DIGEST=" + "ab" * 32, f"MESH_OUT={out}2"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ab" * 32 in (out.parent / "mesh2/istio/gateway/llm-gateway-envoyfilter.yaml").read_text()
 
 
 def test_make_push_needs_a_registry():
@@ -443,6 +465,31 @@ def test_secret_helper_output(tmp_path):
     f.write_text(run([PY, "scripts/mesh.py", "secret", "--provider", "azure"], input="az\n").stdout)
     v = run([KUBE_VALIDATE, "--strict", "-k", K8S_VERSION, f])
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_tls_secret_command_renders(tmp_path):
+    """README: `kubectl create secret tls llm-gateway-tls ...` for the Gateway."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, mesh.PUBLIC_HOST)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    r = run([KUBECTL, "create", "secret", "tls", "llm-gateway-tls", "-n", "llm-gateway",
+             f"--cert={tmp_path / 'tls.crt'}", f"--key={tmp_path / 'tls.key'}", "--dry-run=client", "-o", "yaml"])
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(r.stdout)
+    gateway = docs_of((ROOT / "istio/gateway/gateway.yaml").read_text())[0]
+    assert doc["metadata"]["name"] == gateway["spec"]["servers"][0]["tls"]["credentialName"]
+    assert doc["metadata"]["namespace"] == gateway["metadata"]["namespace"]
 
 
 # ------------------------------------------------------------------ Kubernetes objects
