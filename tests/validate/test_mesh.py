@@ -280,6 +280,19 @@ def test_render_puts_the_built_digest_everywhere(rendered, layout):
         f"reg.test:5000/team/llm-gateway@sha256:{digest}"
 
 
+@pytest.mark.parametrize("kustomization", OVERLAYS + ISTIO_KUSTOMIZATIONS)
+def test_rendered_kustomizations_render(rendered, kustomization):
+    """What the README applies: `kubectl apply -k target/mesh/...`."""
+    docs = kustomize(rendered / kustomization)
+    assert docs and "registry.example.com" not in yaml.safe_dump_all(docs)
+
+
+def test_make_mesh_generate_is_idempotent():
+    r = run(["make", "-s", "mesh-generate"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert run([PY, "scripts/mesh.py", "generate", "--check"]).returncode == 0
+
+
 def test_render_rejects_a_bad_digest(tmp_path):
     r = run([PY, "scripts/mesh.py", "render", "--out", tmp_path / "m", "--image", "r/llm-gateway:1",
              "--digest", "abc"])
@@ -461,8 +474,11 @@ def test_secret_helper_output(tmp_path):
                                                       "BEDROCK_SECRET_ACCESS_KEY": "SECRET"}
     r = run([PY, "scripts/mesh.py", "secret", "--provider", "bedrock"], input="only-one\n")
     assert r.returncode != 0 and "only-one" not in r.stderr
+    (tmp_path / "azure.key").write_text("az\n")
     f = tmp_path / "s.yaml"
-    f.write_text(run([PY, "scripts/mesh.py", "secret", "--provider", "azure"], input="az\n").stdout)
+    f.write_text(run([PY, "scripts/mesh.py", "secret", "--provider", "azure", "--key-file",
+                      tmp_path / "azure.key"]).stdout)
+    assert yaml.safe_load(f.read_text())["stringData"] == {"AZURE_OPENAI_API_KEY": "az"}
     v = run([KUBE_VALIDATE, "--strict", "-k", K8S_VERSION, f])
     assert v.returncode == 0, v.stdout + v.stderr
 
