@@ -64,6 +64,18 @@ struct RawConfig {
     callers: Vec<RawCaller>,
     #[serde(default)]
     identity_sources: Vec<RawIdentitySource>,
+    #[serde(default)]
+    quotas: Option<crate::quota::RawQuotas>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Label metrics by caller (default), team, or none.
+    #[serde(default)]
+    by: crate::telemetry::LabelBy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +155,8 @@ struct RawModel {
     created: Option<u64>,
     #[serde(default)]
     drop_unsupported_params: bool,
+    #[serde(default)]
+    reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +189,9 @@ struct RawCaller {
     models: Option<Vec<String>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// May read every caller's and team's `/v1/usage`.
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +244,9 @@ pub struct Model {
     /// Request parameters the provider cannot honour (e.g. `seed` for
     /// Anthropic) are dropped instead of rejected with a 400.
     pub drop_unsupported_params: bool,
+    /// Completion tokens a request without `max_tokens` reserves against
+    /// token quotas (else `quotas.default_reserve_tokens`).
+    pub reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +256,7 @@ pub struct Caller {
     pub principals: Vec<String>,
     pub models: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub admin: bool,
 }
 
 impl Caller {
@@ -332,6 +353,10 @@ pub struct Config {
     /// SHA-256 of a caller key → index in `callers`.
     pub key_index: HashMap<[u8; 32], usize>,
     pub identity_sources: Vec<IdentitySource>,
+    /// Per-caller limits and usage accounting (`None`: not counted).
+    pub quotas: Option<crate::quota::Quotas>,
+    /// Whose usage the metrics label (see [`crate::telemetry`]).
+    pub metrics_by: crate::telemetry::LabelBy,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -343,6 +368,51 @@ fn valid_header_name(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `host[:port]`: a DNS name (letters, digits, `-`, `_`, non-empty labels
+/// separated by dots), an IPv4 address, or a bracketed IPv6 address.
+fn valid_authority(s: &str) -> bool {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match tail {
+                    "" => return true,
+                    t => match t.strip_prefix(':') {
+                        Some(p) => ("v6", Some(p)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        if p.parse::<u32>().map_or(true, |n| n == 0 || n > 65535) {
+            return false;
+        }
+    }
+    host == "v6"
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -492,12 +562,7 @@ impl Config {
                     ))
                 }
             };
-            if host.is_empty()
-                || url::Url::parse(&format!("https://{host}/"))
-                    .map(|u| u.host().is_none())
-                    .unwrap_or(true)
-                || host.contains(['/', '?', '#', '@'])
-            {
+            if !valid_authority(&host) {
                 return Err(ConfigError::new(
                     format!("{path}.host"),
                     "must be a host name, optionally with :port",
@@ -666,6 +731,7 @@ impl Config {
                 price,
                 created: m.created.unwrap_or(1_700_000_000),
                 drop_unsupported_params: m.drop_unsupported_params,
+                reserve_tokens: m.reserve_tokens,
             });
         }
         let default_model = match raw.default_model {
@@ -752,6 +818,7 @@ impl Config {
                 principals: c.principals,
                 models: models_allowed,
                 labels: c.labels,
+                admin: c.admin,
             });
         }
 
@@ -797,7 +864,16 @@ impl Config {
             });
         }
 
+        let quotas = match raw.quotas {
+            None => None,
+            Some(q) => Some(crate::quota::Quotas::validate(q, &callers, &|name| {
+                model_index.get(name).map(|&i| models[i].name.clone())
+            })?),
+        };
+
         Ok(Config {
+            quotas,
+            metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
             cluster_header,
             max_body_bytes: max_body as usize,
@@ -863,6 +939,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorities() {
+        for ok in [
+            "api.openai.com",
+            "localhost:11434",
+            "my_host.internal:443",
+            "10.0.0.1:8080",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            ".com",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:80:80",
+            "user@host",
+            "host/path",
+            "host?q",
+            "[::1",
+            "[zz::1]",
+            "[::1]x",
+            "ho st",
+            "hÃ¶st.de",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn drop_unsupported_params_defaults_off_and_is_typed() {

@@ -378,6 +378,16 @@ def test_envoyfilter_installs_the_filter_so_it_can_hold_headers(path):
     assert value["config_discovery"]["config_source"]["initial_fetch_timeout"] == "0s"
 
 
+def test_audit_access_log_provider_is_envoy_yaml_format():
+    values = yaml.safe_load((ROOT / "istio/istiod-values-llm-audit.yaml").read_text())
+    provider = values["meshConfig"]["extensionProviders"][0]
+    shipped = mesh.shipped_hcm(mesh.shipped_envoy())["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert provider["envoyFileAccessLog"]["logFormat"]["labels"] == shipped
+    assert "%FILTER_STATE(wasm.llmgw_caller:PLAIN)%" in shipped.values()
+    tel = docs_of((ROOT / "istio/gateway/telemetry.yaml").read_text())[0]
+    assert tel["spec"]["accessLogging"][0]["providers"] == [{"name": provider["name"]}]
+
+
 def test_wasmplugin_reference_is_marked_and_never_applied():
     for p in (ROOT / "istio/wasmplugin").glob("*.yaml"):
         text = p.read_text()
@@ -567,15 +577,18 @@ def test_standalone_configmap_is_the_generated_envoy_config():
 
 
 def test_ratelimit_component():
+    """envoyproxy/ratelimit + Redis, its config generated from the cluster
+    plugin config's quotas with the descriptors the gateway sends in global
+    mode (scripts/gen_ratelimit_config.py), and the gateway's Envoy config
+    asking the ratelimit Service."""
+    import gen_ratelimit_config as grc
     docs = kustomize(ROOT / "k8s/overlays/standalone-global-ratelimit")
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("llm-gateway-ratelimit"))
     rl = yaml.safe_load(cm["data"]["config.yaml"])
     assert rl == yaml.safe_load((ROOT / "k8s/components/global-ratelimit/ratelimit-config.yaml").read_text())
-    assert rl["domain"] == "llm-gateway"
-    keys = {d["key"] for d in rl["descriptors"]}
-    assert {"caller", "team", "model", "generic_key"} <= keys
-    tokens = next(d for d in rl["descriptors"] if d["key"] == "generic_key")
-    assert tokens["value"] == "tokens" and tokens["descriptors"][0]["key"] == "caller"
+    assert rl["domain"] == grc.DOMAIN == "llm-gateway"
+    assert {d["value"] for d in rl["descriptors"]} <= set(grc.KINDS)
+    assert {"caller", "team"} <= {c["key"] for d in rl["descriptors"] for c in d["descriptors"]}
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Deployment", "ratelimit"), ("Deployment", "ratelimit-redis"), ("Service", "ratelimit"),
             ("Service", "ratelimit-redis")} <= names
@@ -584,6 +597,16 @@ def test_ratelimit_component():
     assert env["REDIS_URL"] == "ratelimit-redis:6379"
     mount = dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
     assert mount == f"{env['RUNTIME_ROOT']}/{env['RUNTIME_SUBDIRECTORY']}/config"
+    envoy_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("llm-gateway-envoy"))
+    assert envoy_cm["data"]["envoy.yaml"] == \
+        (ROOT / "k8s/overlays/standalone-global-ratelimit/envoy.yaml").read_text()
+    boot = yaml.safe_load(envoy_cm["data"]["envoy.yaml"])
+    rls = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "ratelimit")
+    addr = rls["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "ratelimit")
+    assert addr == {"address": "ratelimit.llm-gateway.svc.cluster.local", "port_value": svc["spec"]["ports"][0]["port"]}
+    plugin = json.loads(mesh.shipped_wasm_filter(boot)["typed_config"]["config"]["configuration"]["value"])
+    assert plugin["quotas"]["global"] == {"descriptor_headers": True}
 
 
 # ------------------------------------------------------------------ Envoy configs
@@ -605,7 +628,9 @@ def localize(text: str, tmp: Path) -> str:
     return text.replace(mesh.SECRETS_DIR + "/", f"{tmp}/llm-secrets/")
 
 
-@pytest.mark.parametrize("cfg", ["k8s/overlays/standalone/envoy.yaml", "tests/e2e/ingress/envoy.yaml"])
+@pytest.mark.parametrize("cfg", ["k8s/overlays/standalone/envoy.yaml",
+                                 "k8s/overlays/standalone-global-ratelimit/envoy.yaml",
+                                 "tests/e2e/ingress/envoy.yaml"])
 def test_envoy_validate(cfg, tmp_path):
     (tmp_path / "ecds.yaml").write_text(localize((ROOT / "tests/e2e/ingress/ecds.yaml").read_text(), tmp_path))
     local = tmp_path / "envoy.yaml"
@@ -633,6 +658,7 @@ def test_standalone_envoy_config_is_envoy_yaml_with_real_providers():
 
 PLUGIN_FILES = ["k8s/plugin-config.json", "istio/gateway/llm-gateway-envoyfilter.yaml",
                 "istio/sidecar/llm-gateway-envoyfilter.yaml", "k8s/overlays/standalone/envoy.yaml",
+                "k8s/overlays/standalone-global-ratelimit/envoy.yaml",
                 "tests/e2e/ingress/ecds.yaml", "istio/wasmplugin/gateway.yaml", "istio/wasmplugin/namespace.yaml"]
 
 

@@ -67,7 +67,7 @@ pub fn build(
 /// Percent-encode one path segment (deployment names are usually plain, but
 /// the path must never be broken by what a config holds).
 fn segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
+    form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }
@@ -100,7 +100,7 @@ impl Provider for Azure {
         })
     }
 
-    fn response_translator(&self, _req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
-        Box::new(PassThrough::new())
+    fn response_translator(&self, req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
+        Box::new(PassThrough::for_request(req))
     }
 }
