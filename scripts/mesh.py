@@ -220,6 +220,10 @@ def http_filter(config_source: dict) -> dict:
         "disabled": True,
         "config_discovery": {
             "config_source": config_source,
+            # Only the Wasm filter. When istio-agent cannot pull the image (or
+            # its digest differs) it sends a deny-all RBAC filter instead;
+            # Envoy refuses that here and keeps the version it runs (a new
+            # pod stays not ready). Istio's WasmPlugin slot accepts RBAC too.
             "type_urls": [WASM_TYPE],
         },
     }
