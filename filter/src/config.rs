@@ -66,6 +66,16 @@ struct RawConfig {
     identity_sources: Vec<RawIdentitySource>,
     #[serde(default)]
     quotas: Option<crate::quota::RawQuotas>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Label metrics by caller (default), team, or none.
+    #[serde(default)]
+    by: crate::telemetry::LabelBy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -345,6 +355,8 @@ pub struct Config {
     pub identity_sources: Vec<IdentitySource>,
     /// Per-caller limits and usage accounting (`None`: not counted).
     pub quotas: Option<crate::quota::Quotas>,
+    /// Whose usage the metrics label (see [`crate::telemetry`]).
+    pub metrics_by: crate::telemetry::LabelBy,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -821,6 +833,7 @@ impl Config {
 
         Ok(Config {
             quotas,
+            metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
             cluster_header,
             max_body_bytes: max_body as usize,

@@ -770,6 +770,14 @@ impl Exchange {
         self.error = Some(ErrorKind::GlobalLimit(wait_seconds));
     }
 
+    /// The provider answered with this error status.
+    pub fn provider_error(&self) -> Option<u16> {
+        match self.error {
+            Some(ErrorKind::Provider(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The answer is an error (the provider's, Envoy's or the gateway's),
     /// as far as it is known.
     pub fn failed(&self) -> bool {

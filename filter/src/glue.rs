@@ -11,17 +11,25 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::gateway::{self, Exchange, Head, Pending, Reply};
 use crate::quota::{self, Admission, Store, StoreError};
+use crate::telemetry::{self, MetricKind, Outcome};
 use crate::token::{self, Cached, TokenFetch};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: None, fetches: Vec::new(), in_flight: Vec::new() })
+        Box::new(Root {
+            config: None,
+            fetches: Vec::new(),
+            in_flight: Vec::new(),
+            metrics: Rc::new(RefCell::new(Metrics::default())),
+        })
     });
 }}
 
@@ -31,6 +39,46 @@ struct Root {
     fetches: Vec<TokenFetch>,
     /// This VM's token fetches under way: (call id, index in `fetches`).
     in_flight: Vec<(u32, usize)>,
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+/// This VM's metric ids by name (defined on first use; Envoy shares the
+/// stat itself between the VMs of all workers).
+#[derive(Default)]
+struct Metrics {
+    ids: HashMap<String, u32>,
+}
+
+impl Metrics {
+    fn apply(&mut self, u: &telemetry::Update) {
+        let id = match self.ids.get(&u.name) {
+            Some(&id) => id,
+            None => {
+                let t = match u.kind {
+                    MetricKind::Counter => proxy_wasm::types::MetricType::Counter,
+                    MetricKind::Gauge => proxy_wasm::types::MetricType::Gauge,
+                    MetricKind::Histogram => proxy_wasm::types::MetricType::Histogram,
+                };
+                match hostcalls::define_metric(t, &u.name) {
+                    Ok(id) => {
+                        self.ids.insert(u.name.clone(), id);
+                        id
+                    }
+                    Err(e) => {
+                        log::warn!("llm-gateway: cannot define metric {}: {e:?}", u.name);
+                        return;
+                    }
+                }
+            }
+        };
+        let r = match u.kind {
+            MetricKind::Histogram => hostcalls::record_metric(id, u.value.max(0) as u64),
+            MetricKind::Counter | MetricKind::Gauge => hostcalls::increment_metric(id, u.value),
+        };
+        if let Err(e) = r {
+            log::warn!("llm-gateway: cannot update metric {}: {e:?}", u.name);
+        }
+    }
 }
 
 /// A shared-data value and its compare-and-swap id (`(None, None)` when
@@ -247,6 +295,16 @@ impl RootContext for Root {
             held_response_headers: false,
             admission: None,
             tokens_published: false,
+            metrics: self.metrics.clone(),
+            started_ms: 0,
+            first_byte_ms: None,
+            caller: None,
+            model: None,
+            status: 0,
+            quota: "none",
+            refused_limit: None,
+            finished: false,
+            in_flight_counted: false,
         }))
     }
 
@@ -273,6 +331,22 @@ struct Http {
     /// What the quotas counted for this request, settled when it ends.
     admission: Option<Admission>,
     tokens_published: bool,
+    metrics: Rc<RefCell<Metrics>>,
+    /// When the request headers arrived, and the first byte of a streamed
+    /// answer (Unix ms).
+    started_ms: u64,
+    first_byte_ms: Option<u64>,
+    /// Who called and which configured model they got, once known.
+    caller: Option<usize>,
+    model: Option<usize>,
+    /// The status the client got.
+    status: u16,
+    /// `admitted`, `refused`, or `none`.
+    quota: &'static str,
+    refused_limit: Option<&'static str>,
+    finished: bool,
+    /// The in-flight gauge counts this request.
+    in_flight_counted: bool,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -330,6 +404,7 @@ impl Http {
         if let Some(id) = &self.request_id {
             headers.push(("x-request-id", id.as_str()));
         }
+        self.status = r.status;
         if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
             log::warn!("llm-gateway: could not send a local reply: {e:?}");
         }
@@ -344,6 +419,72 @@ impl Http {
     /// answer gave none: nothing for an error answer, the reservation
     /// otherwise (a stream cut or a client gone after the provider started).
     fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.settle_quota();
+        self.record();
+    }
+
+    /// Metrics and the audit record of the request that ended (requests
+    /// that got as far as an identified caller).
+    fn record(&mut self) {
+        let (Some(cfg), Some(caller)) = (self.config.clone(), self.caller) else {
+            return;
+        };
+        let c = &cfg.callers[caller];
+        let model = self.model.map(|i| &cfg.models[i]);
+        let provider = model.map(|m| cfg.providers[m.provider].common());
+        let ex = match &self.state {
+            State::Forwarded(ex) => Some(ex),
+            _ => None,
+        };
+        let usage = ex.and_then(|e| e.usage());
+        let now = now_unix_ms();
+        let quota = match (self.quota, self.refused_limit) {
+            ("refused", Some(l)) => format!("refused:{l}"),
+            ("refused", None) => "refused:busy".to_string(),
+            (q, _) => q.to_string(),
+        };
+        let o = Outcome {
+            caller: Some((c.id.as_str(), c.team.as_deref())),
+            model: model.map(|m| m.name.as_str()),
+            provider: provider.map(|p| p.name.as_str()),
+            upstream_model: model.map(|m| m.upstream.as_str()),
+            status: self.status,
+            provider_error: ex.and_then(|e| e.provider_error()),
+            usage,
+            cost_micros: match (usage, model) {
+                (Some(u), Some(m)) => quota::cost_micros(&m.price, &u),
+                _ => 0,
+            },
+            duration_ms: now.saturating_sub(self.started_ms),
+            ttft_ms: match (ex, self.first_byte_ms) {
+                (Some(e), Some(t)) if e.stream => Some(t.saturating_sub(self.started_ms)),
+                _ => None,
+            },
+            stream: ex.is_some_and(|e| e.stream),
+            quota,
+        };
+        let mut metrics = self.metrics.borrow_mut();
+        for u in o.updates(cfg.metrics_by) {
+            metrics.apply(&u);
+        }
+        if self.in_flight_counted {
+            if let (Some(m), Some(p)) = (model, provider) {
+                metrics.apply(&in_flight_update(&m.name, &p.name, -1));
+            }
+        }
+        drop(metrics);
+        for (name, value) in o.audit() {
+            if let Err(e) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+                log::warn!("llm-gateway: could not set filter state {name}: {e:?}");
+            }
+        }
+    }
+
+    fn settle_quota(&mut self) {
         let Some(adm) = self.admission.take() else {
             return;
         };
@@ -390,6 +531,17 @@ impl Http {
     }
 }
 
+fn in_flight_update(model: &str, provider: &str, delta: i64) -> telemetry::Update {
+    telemetry::Update {
+        kind: MetricKind::Gauge,
+        name: telemetry::metric_name(
+            telemetry::IN_FLIGHT,
+            &[("model", model), ("provider", provider)],
+        ),
+        value: delta,
+    }
+}
+
 impl Context for Http {
     fn on_done(&mut self) -> bool {
         self.finish();
@@ -419,6 +571,7 @@ impl HttpContext for Http {
         let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
         let path = header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
         self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
+        self.started_ms = now_unix_ms();
         match gateway::on_request_head(&cfg, &Host, &method, &path, end_of_stream) {
             Head::PassThrough => {
                 self.state = State::PassThrough;
@@ -430,6 +583,7 @@ impl HttpContext for Http {
                 self.reply(r)
             }
             Head::NeedBody(p) => {
+                self.caller = Some(p.caller);
                 for h in gateway::STRIP_REQUEST_HEADERS
                     .iter()
                     .copied()
@@ -486,9 +640,19 @@ impl HttpContext for Http {
             if let (Some(q), Some(ask)) = (&cfg.quotas, f.reserve) {
                 let caller = &cfg.callers[f.exchange.caller];
                 let model = &cfg.models[f.exchange.model].name;
+                self.model = Some(f.exchange.model);
                 match quota::admit(&SharedData, q, caller, model, ask, now_unix_ms()) {
-                    Ok(a) => self.admission = Some(a),
-                    Err(d) => return Err(f.refusal(&cfg, &d)),
+                    Ok(a) => {
+                        self.admission = Some(a);
+                        self.quota = "admitted";
+                    }
+                    Err(d) => {
+                        self.quota = "refused";
+                        if let quota::Denied::Limit { applied, .. } = &d {
+                            self.refused_limit = Some(applied.kind.name());
+                        }
+                        return Err(f.refusal(&cfg, &d));
+                    }
                 }
             }
             Ok((f, bearer))
@@ -497,6 +661,15 @@ impl HttpContext for Http {
             Err(r) => self.reply(r),
             Ok((f, bearer)) => {
                 let m = MapType::HttpRequestHeaders;
+                self.model = Some(f.exchange.model);
+                {
+                    let model = &cfg.models[f.exchange.model];
+                    let provider = &cfg.providers[model.provider].common().name;
+                    self.metrics
+                        .borrow_mut()
+                        .apply(&in_flight_update(&model.name, provider, 1));
+                    self.in_flight_counted = true;
+                }
                 if cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
                     let caller = &cfg.callers[f.exchange.caller];
                     set_header(m, "x-llmgw-caller", Some(&caller.id));
@@ -561,6 +734,7 @@ impl HttpContext for Http {
             ex.refused_by_global_limit(wait);
         }
         let mut head = ex.on_response_head(&cfg, status, from_upstream);
+        self.status = head.status.unwrap_or(status);
         if let Some(adm) = &self.admission {
             head.set.extend(quota::headers(adm));
         }
@@ -650,6 +824,7 @@ impl HttpContext for Http {
                 let m = MapType::HttpResponseHeaders;
                 if let Some(s) = ex.status_override() {
                     set_header(m, ":status", Some(&s.to_string()));
+                    self.status = s;
                 }
                 // A wait the provider gave only in its error body.
                 if let Some(secs) = ex.retry_after() {
@@ -661,6 +836,9 @@ impl HttpContext for Http {
             }
             self.publish_tokens();
             return Action::Continue;
+        }
+        if self.first_byte_ms.is_none() && body_size > 0 {
+            self.first_byte_ms = Some(now_unix_ms());
         }
         let chunk = if body_size > 0 {
             hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)

@@ -15,6 +15,7 @@ pub mod providers;
 pub mod quota;
 pub mod request;
 pub mod sse;
+pub mod telemetry;
 pub mod token;
 pub mod usage;
 
