@@ -189,9 +189,28 @@ def eventstream_frames(raw: bytes) -> list[tuple[dict, bytes]]:
     return frames
 
 
+def _json_usage(provider: str, d: dict) -> tuple[int, int]:
+    if provider in ("openai", "azure", "ollama", "vllm"):
+        u = d["usage"]
+        return u["prompt_tokens"], u.get("completion_tokens", 0)
+    if provider == "anthropic":
+        u = d["usage"]
+        return u["input_tokens"] + (u.get("cache_read_input_tokens") or 0) \
+            + (u.get("cache_creation_input_tokens") or 0), u["output_tokens"]
+    if provider in ("gemini", "vertex"):
+        u = d["usageMetadata"]
+        return u.get("promptTokenCount", 0), u.get("totalTokenCount", 0) - u.get("promptTokenCount", 0)
+    if provider == "bedrock":
+        u = d["usage"]
+        return u["inputTokens"], u["outputTokens"]
+    raise AssertionError(provider)
+
+
 def provider_usage(provider: str, body: bytes) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) a provider's streamed answer
-    reports, read in the provider's own format."""
+    """(prompt tokens, completion tokens) a provider's answer (whole or
+    streamed) reports, read in the provider's own format."""
+    if body.lstrip().startswith(b"{"):
+        return _json_usage(provider, json.loads(body))
     if provider == "bedrock":
         for headers, payload in eventstream_frames(body):
             if headers.get(":event-type") == "metadata":

@@ -43,7 +43,7 @@ HDR_RPM, HDR_TPM = 20, 100_000
 LLAMA_RESERVE = 77        # models[llama3.2].reserve_tokens
 DEFAULT_RESERVE = 333     # quotas.default_reserve_tokens
 
-END_CASES = ["client_disconnect", "upstream_cut_stream", "upstream_cut_whole",
+END_CASES = ["client_disconnect", "client_gone_before_answer", "upstream_cut_stream", "upstream_cut_whole",
              "provider_5xx", "provider_429", "quota_refusal", "bad_request"]
 INJECT_MODELS = ["gpt-4o-mini", "azure-gpt-4o-mini", "qwen2.5-7b", "llama3.2"]
 TRANSLATED_MODELS = ["claude-haiku-4-5", "gemini-2.5-flash", "vertex-gemini-2.5-flash",
@@ -85,8 +85,11 @@ def quota_callers() -> tuple[dict, dict]:
     for case in END_CASES:
         callers[f"end-{case}"] = {"team": "end-team"}
     limits["end-quota_refusal"] = {"requests_per_minute": 1}
-    for m in INJECT_MODELS + TRANSLATED_MODELS + ["completions", "with-usage"]:
+    for m in INJECT_MODELS + TRANSLATED_MODELS + ["completions", "with-usage", "said-no"]:
         callers[f"inj-{m}"] = {}
+    for m in ("claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash", "limited"):
+        callers[f"msg-{m}"] = {}
+    limits["msg-limited"] = {"requests_per_minute": 1}
     callers["viewer"] = {"team": "vt"}
     callers["other"] = {"team": "vt2"}
     quotas = {
@@ -395,6 +398,57 @@ def test_reservation_sizes(q, case):
     assert q.report("reserve")["usage"]["tokens"]["minute"] == used + real
 
 
+def test_levels_teams_and_models(make_gateway):
+    """A default-level limit counts per caller, a team-level limit once for
+    the whole team, a caller-level one overrides both; a per-model limit
+    counts that model only, in addition."""
+    callers = {"d1": {}, "d2": {}, "s1": {"team": "shared"}, "s2": {"team": "shared"},
+               "s3": {"team": "shared"}}
+    quotas = {
+        "default": {"requests_per_minute": 3, "tokens_per_day": 10**6, "usd_per_month": 100,
+                    "models": {"gpt-4o": {"requests_per_minute": 1}}},
+        "teams": {"shared": {"requests_per_minute": 4}},
+        "callers": {"s3": {"requests_per_minute": 100}},
+    }
+    cfg, keys = qu.config_with(callers, quotas)
+    g = make_gateway(plugin_config=cfg, concurrency=4)
+    qu.fresh_minute(15)
+
+    def post(cid, model="gpt-4o-mini"):
+        with g.http() as c:
+            return c.post(CHAT, headers=gw.auth(keys[cid]), json=gw.chat_body(cid, model))
+
+    def refused(r, limit, whose):
+        err = gw.assert_openai_error(r, 429, "rate_limit_exceeded")
+        assert f"{limit} of {whose}" in err["message"], err["message"]
+        return err["message"]
+
+    # Per caller, from the default level; gpt-4o also limited on its own.
+    assert post("d1", "gpt-4o").status_code == 200
+    msg = refused(post("d1", "gpt-4o"), "requests_per_minute", "caller 'd1'")
+    assert "on model gpt-4o" in msg and "limit 1," in msg
+    assert [post("d1").status_code for _ in range(3)] == [200, 200, 429]
+    assert [post("d2").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert post("d2", "gpt-4o").status_code == 429  # the caller's 3 are used up
+    # One counter for the team.
+    assert [post(c).status_code for c in ("s1", "s2", "s1", "s2")] == [200] * 4
+    refused(post("s1"), "requests_per_minute", "team 'shared'")
+    # s3's own limit replaces the team's (its requests still show in the team's usage).
+    assert [post("s3").status_code for _ in range(5)] == [200] * 5
+    refused(post("s2"), "requests_per_minute", "team 'shared'")
+    rep = qu.report(g, keys["s1"])
+    assert rep["usage"]["requests"]["minute"] == 2
+    assert rep["team_usage"]["requests"]["minute"] == 9
+    got = {(x["limit"], x["model"]): (x["level"], x["value"]) for x in rep["limits"]}
+    assert got[("requests_per_minute", None)] == ("team", 4)
+    assert got[("requests_per_minute", "gpt-4o")] == ("default", 1)
+    assert got[("tokens_per_day", None)] == ("default", 10**6)
+    assert got[("usd_per_month", None)] == ("default", "100.000000")
+    rep = qu.report(g, keys["s3"])
+    lim = qu.limit_entry(rep, "requests_per_minute")
+    assert (lim["level"], lim["value"], lim["used"]) == ("caller", 100, 5)
+
+
 # ----------------------------------------------------------------- 3. max_concurrent
 
 def _stream_in_thread(url: str, key: str, behavior: str, body: dict) -> tuple[int, str, float]:
@@ -460,6 +514,14 @@ def test_in_flight_back_to_zero(q, case):
                         break
                 qu.wait_in_flight(q.g, key, 1, timeout=1)
                 r.close()  # mid-stream: the connection is closed
+        charged = qu.reservation(model, raw, 30)[0]
+    elif case == "client_gone_before_answer":
+        raw = encode(whole_body)
+        with httpx.Client(base_url=q.g.url, timeout=0.5) as c:
+            with pytest.raises(httpx.ReadTimeout):
+                c.post(CHAT, content=raw, headers={**gw.auth(key), "x-mock-behavior": "stall=3000"})
+        # Nothing came back: what the provider will bill is unknown, the
+        # reservation stays charged.
         charged = qu.reservation(model, raw, 30)[0]
     elif case == "upstream_cut_stream":
         raw = encode(stream_body)
@@ -611,10 +673,11 @@ def test_client_asking_for_usage_still_gets_it(q, mock):
 
 
 @pytest.mark.parametrize("model", TRANSLATED_MODELS)
-def test_translated_streams_charged_real_usage(q, mock, model):
+def test_translated_answers_charged_real_usage(q, mock, model):
     """Anthropic, Gemini, Vertex and Bedrock streams carry their usage in
-    their own events: what is charged is what the provider reported (read
-    here from the provider's own stream, sent again to the mock)."""
+    their own events, their whole answers in their own fields: what is
+    charged is what the provider reported (read here from the provider's
+    own answer to the same request, sent again to the mock)."""
     qu.fresh_minute(5)
     caller = f"inj-{model}"
     token = gw.nonce("translated")
@@ -626,7 +689,76 @@ def test_translated_streams_charged_real_usage(q, mock, model):
     prompt, completion = qu.replay_usage(mock, mock.find_one(token))
     rep = qu.wait_in_flight(q.g, q.keys[caller], 0)
     assert rep["usage"]["models"][model]["tokens"]["minute"] == prompt + completion
-    assert rep["usage"]["usd_micros"]["day"] == qu.cost_micros(q.model(model), prompt, completion)
+    cost = qu.cost_micros(q.model(model), prompt, completion)
+    assert rep["usage"]["usd_micros"]["day"] == cost
+    token = gw.nonce("translated-whole")
+    r = q.post(caller, gw.chat_body(token + " a longer question this time", model))
+    assert r.status_code == 200, r.text
+    prompt2, completion2 = qu.replay_usage(mock, mock.find_one(token))
+    u = r.json()["usage"]
+    assert (u["prompt_tokens"], u["completion_tokens"]) == (prompt2, completion2)
+    rep = qu.wait_in_flight(q.g, q.keys[caller], 0)
+    assert rep["usage"]["models"][model]["tokens"]["minute"] == \
+        prompt + completion + prompt2 + completion2
+    assert rep["usage"]["usd_micros"]["day"] == \
+        cost + qu.cost_micros(q.model(model), prompt2, completion2)
+
+
+def test_usage_injected_when_the_client_said_no(q, mock):
+    """stream_options.include_usage false: asked for anyway, still hidden."""
+    qu.fresh_minute(5)
+    caller = "inj-said-no"
+    token = gw.nonce("saidno")
+    r = q.post(caller, gw.chat_body(token, "gpt-4o-mini", stream=True,
+                                    stream_options={"include_usage": False}))
+    events = data_events(r.text)
+    assert events[-1] == "[DONE]"
+    assert all(json.loads(d)["choices"] and json.loads(d).get("usage") is None
+               for d in events[:-1])
+    sent = mock.find_one(token)
+    assert json.loads(sent["body"])["stream_options"] == {"include_usage": True}
+    prompt, completion = qu.replay_usage(mock, sent)
+    qu.wait_in_flight(q.g, q.keys[caller], 0)
+    assert _charged(q, caller, "gpt-4o-mini") == prompt + completion
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"])
+def test_messages_front_door_streams_charged_real_usage(q, mock, model):
+    """Anthropic's /v1/messages, streamed, to Anthropic itself and to other
+    providers: the provider's usage is charged; count_tokens is not counted."""
+    qu.fresh_minute(5)
+    caller = f"msg-{model}"
+    token = gw.nonce("messages")
+    body = {"model": model, "max_tokens": 50, "stream": True,
+            "messages": [{"role": "user", "content": token}]}
+    r = q.post(caller, body, path="/v1/messages")
+    assert r.status_code == 200, r.text
+    assert "message_stop" in r.text
+    prompt, completion = qu.replay_usage(mock, mock.find_one(token))
+    rep = qu.wait_in_flight(q.g, q.keys[caller], 0)
+    assert rep["usage"]["models"][model]["tokens"]["minute"] == prompt + completion
+    r = q.post(caller, {"model": model, "messages": [{"role": "user", "content": "count"}]},
+               path="/v1/messages/count_tokens")
+    assert r.status_code == 200, r.text
+    assert q.report(caller)["usage"]["requests"]["minute"] == 1
+
+
+def test_refusal_in_anthropic_shape(q):
+    """On /v1/messages a refusal is Anthropic's 429 (the Anthropic SDK's
+    RateLimitError), with the same retry-after."""
+    import anthropic
+    qu.fresh_minute(10)
+    client = anthropic.Anthropic(base_url=q.g.url, api_key=q.keys["msg-limited"], max_retries=0,
+                                 default_headers={"anthropic-version": "2023-06-01"})
+    msg = [{"role": "user", "content": "hello"}]
+    assert client.messages.create(model="claude-haiku-4-5", max_tokens=20, messages=msg).content
+    with pytest.raises(anthropic.RateLimitError) as ei:
+        client.messages.create(model="gpt-4o-mini", max_tokens=20, messages=msg)
+    e = ei.value
+    assert e.status_code == 429
+    assert e.body["type"] == "error" and e.body["error"]["type"] == "rate_limit_error", e.body
+    assert "requests_per_minute" in e.body["error"]["message"]
+    assert 1 <= int(e.response.headers["retry-after"]) <= 60
 
 
 # ----------------------------------------------------------------- 6. headers and /v1/usage
@@ -743,7 +875,7 @@ def test_sdk_retries_after_a_concurrency_refusal(q):
 # ----------------------------------------------------------------- 8. /v1/usage
 
 def test_usage_endpoint_permissions(q, test_gateway, test_keys):
-    viewer, other = q.keys["viewer"], q.keys["other"]
+    viewer = q.keys["viewer"]
     c = q.http
     r = qu.usage(q.g, viewer, client=c)
     assert r.status_code == 200
@@ -757,7 +889,7 @@ def test_usage_endpoint_permissions(q, test_gateway, test_keys):
         r = qu.usage(q.g, viewer, params, client=c)
         err = gw.assert_openai_error(r, 403, "insufficient_permissions", "permission_error")
         assert "admin" in err["message"]
-        assert "other" not in r.text.replace("other callers", "")
+        assert '"requests"' not in r.text and "in_flight" not in r.text  # no counters
     # The demo caller of the shipped config is an admin.
     r = qu.usage(q.g, gw.DEMO_KEY, {"all": "true"}, client=c)
     assert r.status_code == 200, r.text
@@ -786,7 +918,6 @@ def test_usage_endpoint_permissions(q, test_gateway, test_keys):
     with test_gateway.http() as t:
         r = t.get("/v1/usage", headers=gw.auth(test_keys["alice"]))
     gw.assert_openai_error(r, 404, "usage_not_enabled")
-    del other
 
 
 # ----------------------------------------------------------------- 9. the shipped demo limit
