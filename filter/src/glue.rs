@@ -305,6 +305,7 @@ impl RootContext for Root {
             refused_limit: None,
             finished: false,
             in_flight_counted: false,
+            refused_globally: false,
         }))
     }
 
@@ -347,6 +348,8 @@ struct Http {
     finished: bool,
     /// The in-flight gauge counts this request.
     in_flight_counted: bool,
+    /// Envoy's rate limit filter refused it (global mode).
+    refused_globally: bool,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -488,6 +491,11 @@ impl Http {
         let Some(adm) = self.admission.take() else {
             return;
         };
+        if self.refused_globally {
+            // Never reached a provider: not counted locally either.
+            quota::cancel(&SharedData, &adm, now_unix_ms());
+            return;
+        }
         let used = match (&self.state, &self.config) {
             (State::Forwarded(ex), Some(cfg)) => match ex.usage() {
                 Some(u) => quota::Ask {
@@ -732,6 +740,9 @@ impl HttpContext for Http {
             // Envoy's rate limit filter (global mode) said OVER_LIMIT.
             let wait = header(m, "x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
             ex.refused_by_global_limit(wait);
+            self.refused_globally = true;
+            self.quota = "refused";
+            self.refused_limit = Some("global");
         }
         let mut head = ex.on_response_head(&cfg, status, from_upstream);
         self.status = head.status.unwrap_or(status);
