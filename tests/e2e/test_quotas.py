@@ -901,6 +901,8 @@ def test_usage_endpoint_permissions(q, test_gateway, test_keys):
     assert {x["limit"] for x in own["limits"]} == {"requests_per_minute", "tokens_per_minute"}
     r = qu.usage(q.g, viewer, {"caller": "viewer"}, client=c)
     assert r.status_code == 200 and r.json()["caller"] == "viewer"
+    r = qu.usage(q.g, viewer, {"team": "vt"}, client=c)  # its own team
+    assert r.status_code == 200 and r.json()["object"] == "team_usage", r.text
     for params in ({"all": "true"}, {"caller": "other"}, {"team": "vt2"}, {"caller": "demo"}):
         r = qu.usage(q.g, viewer, params, client=c)
         err = gw.assert_openai_error(r, 403, "insufficient_permissions", "permission_error")
