@@ -224,8 +224,11 @@ pub fn usage_reply(
             }
         }
     }
-    let asks_other =
-        all || want_team.is_some() || want_caller.as_deref().is_some_and(|c| c != me.id);
+    let asks_other = all
+        || want_team
+            .as_deref()
+            .is_some_and(|t| me.team.as_deref() != Some(t))
+        || want_caller.as_deref().is_some_and(|c| c != me.id);
     if asks_other && !me.admin {
         return ApiError::new(
             403,
