@@ -65,6 +65,18 @@ struct RawConfig {
     callers: Vec<RawCaller>,
     #[serde(default)]
     identity_sources: Vec<RawIdentitySource>,
+    #[serde(default)]
+    quotas: Option<crate::quota::RawQuotas>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Label metrics by caller (default), team, or none.
+    #[serde(default)]
+    by: crate::telemetry::LabelBy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +156,8 @@ struct RawModel {
     created: Option<u64>,
     #[serde(default)]
     drop_unsupported_params: bool,
+    #[serde(default)]
+    reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +190,9 @@ struct RawCaller {
     models: Option<Vec<String>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// May read every caller's and team's `/v1/usage`.
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +245,9 @@ pub struct Model {
     /// Request parameters the provider cannot honour (e.g. `seed` for
     /// Anthropic) are dropped instead of rejected with a 400.
     pub drop_unsupported_params: bool,
+    /// Completion tokens a request without `max_tokens` reserves against
+    /// token quotas (else `quotas.default_reserve_tokens`).
+    pub reserve_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +257,7 @@ pub struct Caller {
     pub principals: Vec<String>,
     pub models: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub admin: bool,
 }
 
 impl Caller {
@@ -333,6 +354,10 @@ pub struct Config {
     /// SHA-256 of a caller key → index in `callers`.
     pub key_index: HashMap<[u8; 32], usize>,
     pub identity_sources: Vec<IdentitySource>,
+    /// Per-caller limits and usage accounting (`None`: not counted).
+    pub quotas: Option<crate::quota::Quotas>,
+    /// Whose usage the metrics label (see [`crate::telemetry`]).
+    pub metrics_by: crate::telemetry::LabelBy,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -667,6 +692,7 @@ impl Config {
                 price,
                 created: m.created.unwrap_or(1_700_000_000),
                 drop_unsupported_params: m.drop_unsupported_params,
+                reserve_tokens: m.reserve_tokens,
             });
         }
         let default_model = match raw.default_model {
@@ -753,6 +779,7 @@ impl Config {
                 principals: c.principals,
                 models: models_allowed,
                 labels: c.labels,
+                admin: c.admin,
             });
         }
 
@@ -798,7 +825,16 @@ impl Config {
             });
         }
 
+        let quotas = match raw.quotas {
+            None => None,
+            Some(q) => Some(crate::quota::Quotas::validate(q, &callers, &|name| {
+                model_index.get(name).map(|&i| models[i].name.clone())
+            })?),
+        };
+
         Ok(Config {
+            quotas,
+            metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
             cluster_header,
             max_body_bytes: max_body as usize,

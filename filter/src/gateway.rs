@@ -53,6 +53,8 @@ pub enum Head {
     Reply(Reply),
     /// Authenticated; the decision needs the body.
     NeedBody(Pending),
+    /// `GET /v1/usage`: the glue reads the counters (see [`usage_reply`]).
+    Usage { caller: usize, query: String },
 }
 
 #[derive(Debug, Clone)]
@@ -75,9 +77,22 @@ pub struct Forward {
     /// (`authorization: Bearer <token>`), for providers whose token the
     /// filter fetches itself (see [`crate::token`]).
     pub bearer_from_shared: Option<String>,
+    /// What the request reserves against the caller's quotas (`None`: the
+    /// request is not counted, e.g. Anthropic's count_tokens).
+    pub reserve: Option<crate::quota::Ask>,
 }
 
 impl Forward {
+    /// The 429 (or 503) for a request the quotas refuse, in the shape of
+    /// the client's API, with its `retry-after` and rate-limit headers.
+    pub fn refusal(&self, cfg: &Config, d: &crate::quota::Denied) -> Reply {
+        let (e, headers) = crate::quota::refusal(d, &cfg.callers[self.exchange.caller]);
+        let mut r = self.exchange.shape.reply(e);
+        r.headers.retain(|(k, _)| k == "content-type");
+        r.headers.extend(headers);
+        r
+    }
+
     /// Sign the upstream request for providers that sign requests
     /// themselves (Bedrock's SigV4; the others do nothing). `now_unix_seconds`
     /// is the host clock's time (fixed in tests). Call once, last: nothing
@@ -135,6 +150,9 @@ pub struct Exchange {
 enum ErrorKind {
     Provider(u16),
     Envoy(u16),
+    /// Envoy's rate limit filter refused (global mode): the answer carries
+    /// the rate limit service's wait, if any, in seconds.
+    GlobalLimit(Option<u64>),
 }
 
 /// What to do with the response headers.
@@ -149,6 +167,119 @@ pub struct ResponseHead {
 
 fn split_path(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or("")
+}
+
+fn path_query(path: &str) -> &str {
+    path.split('#')
+        .next()
+        .and_then(|p| p.split_once('?'))
+        .map(|(_, q)| q)
+        .unwrap_or("")
+}
+
+/// The answer to `GET /v1/usage` (`query` as the client sent it): the
+/// caller's own usage; an admin caller may add `caller=ID`, `team=NAME` or
+/// `all=true`.
+pub fn usage_reply(
+    cfg: &Config,
+    store: &dyn crate::quota::Store,
+    caller: usize,
+    query: &str,
+    now_ms: u64,
+) -> Reply {
+    let Some(q) = &cfg.quotas else {
+        return ApiError::new(
+            404,
+            "invalid_request_error",
+            "This gateway does not count usage (no `quotas` in its configuration).",
+        )
+        .code("usage_not_enabled")
+        .into();
+    };
+    let me = &cfg.callers[caller];
+    let report = |c: &crate::config::Caller| {
+        let models: Vec<&str> = cfg
+            .models
+            .iter()
+            .filter(|m| c.may_use(&m.name))
+            .map(|m| m.name.as_str())
+            .collect();
+        crate::quota::caller_report(store, q, c, &models, now_ms)
+    };
+    let mut want_caller = None;
+    let mut want_team = None;
+    let mut all = false;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "caller" => want_caller = Some(v.into_owned()),
+            "team" => want_team = Some(v.into_owned()),
+            "all" => all = v == "true" || v == "1",
+            other => {
+                return ApiError::invalid_param(
+                    other,
+                    "unknown_parameter",
+                    format!("Unknown query parameter `{}`.", error::echo(other)),
+                )
+                .into()
+            }
+        }
+    }
+    let asks_other =
+        all || want_team.is_some() || want_caller.as_deref().is_some_and(|c| c != me.id);
+    if asks_other && !me.admin {
+        return ApiError::new(
+            403,
+            "permission_error",
+            "Only callers marked admin may read other callers' or teams' usage.",
+        )
+        .code("insufficient_permissions")
+        .into();
+    }
+    let value = if all {
+        let mut teams: Vec<&str> = cfg
+            .callers
+            .iter()
+            .filter_map(|c| c.team.as_deref())
+            .collect();
+        teams.sort_unstable();
+        teams.dedup();
+        serde_json::json!({
+            "object": "list",
+            "data": cfg.callers.iter().map(report).collect::<Vec<_>>(),
+            "teams": teams.iter().map(|t| crate::quota::team_report(store, t, now_ms)).collect::<Vec<_>>(),
+        })
+    } else if let Some(t) = want_team {
+        if !cfg
+            .callers
+            .iter()
+            .any(|c| c.team.as_deref() == Some(t.as_str()))
+        {
+            return ApiError::new(
+                404,
+                "invalid_request_error",
+                format!("No team `{}`.", error::echo(&t)),
+            )
+            .code("team_not_found")
+            .into();
+        }
+        crate::quota::team_report(store, &t, now_ms)
+    } else if let Some(id) = want_caller {
+        match cfg.callers.iter().find(|c| c.id == id) {
+            Some(c) => report(c),
+            None => {
+                return ApiError::new(
+                    404,
+                    "invalid_request_error",
+                    format!("No caller `{}`.", error::echo(&id)),
+                )
+                .code("caller_not_found")
+                .into()
+            }
+        }
+    } else {
+        report(me)
+    };
+    json_reply(200, &value)
 }
 
 fn method_not_allowed(shape: ErrorShape, method: &str, allow: &str) -> Reply {
@@ -224,6 +355,7 @@ pub fn on_request_head(
     path: &str,
     end_of_stream: bool,
 ) -> Head {
+    let raw_path = path;
     let path = split_path(path);
     let rest = if cfg.path_prefix.is_empty() {
         path
@@ -239,8 +371,10 @@ pub fn on_request_head(
         Post(Endpoint),
         Models,
         Model(&'a str),
+        Usage,
     }
     let route = match rest {
+        "/usage" => Route::Usage,
         "/chat/completions" => Route::Post(Endpoint::ChatCompletions),
         "/completions" => Route::Post(Endpoint::Completions),
         "/embeddings" => Route::Post(Endpoint::Embeddings),
@@ -275,12 +409,12 @@ pub fn on_request_head(
     };
     let shape = match route {
         Route::Post(e) => ErrorShape::for_endpoint(e),
-        Route::Models | Route::Model(_) => ErrorShape::OpenAi,
+        Route::Models | Route::Model(_) | Route::Usage => ErrorShape::OpenAi,
     };
     match (&route, method) {
         (Route::Post(_), "POST") => {}
         (Route::Post(_), _) => return Head::Reply(method_not_allowed(shape, method, "POST")),
-        (Route::Models | Route::Model(_), "GET" | "HEAD") => {}
+        (Route::Models | Route::Model(_) | Route::Usage, "GET" | "HEAD") => {}
         (_, _) => return Head::Reply(method_not_allowed(shape, method, "GET")),
     }
     let (caller, via) = match auth::identify(cfg, view) {
@@ -289,6 +423,10 @@ pub fn on_request_head(
     };
     let c = &cfg.callers[caller];
     match route {
+        Route::Usage => Head::Usage {
+            caller,
+            query: path_query(raw_path).to_string(),
+        },
         Route::Models => {
             let data = cfg
                 .models
@@ -438,8 +576,13 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
             ),
         )));
     }
+    let reserve = (pending.endpoint != Endpoint::CountTokens)
+        .then(|| reservation(cfg, model, &req, body.len()));
     if pending.endpoint.is_anthropic() {
-        return anthropic_messages::forward(cfg, pending, &req, model_idx);
+        return anthropic_messages::forward(cfg, pending, &req, model_idx).map(|mut f| {
+            f.reserve = reserve;
+            f
+        });
     }
     let provider = cfg.provider(model);
     let upstream = provider.build_request(&req, model).map_err(fail)?;
@@ -448,6 +591,7 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
         cluster: provider.common().cluster.clone(),
         upstream,
         bearer_from_shared: cfg.bearer_key(model.provider),
+        reserve,
         exchange: Exchange::new(
             model.provider,
             model_idx,
@@ -457,6 +601,37 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
             shape,
         ),
     })
+}
+
+/// What a request reserves against token and spend quotas: the answer's
+/// bound (`max_completion_tokens` / `max_tokens` × `n`, else the model's
+/// `reserve_tokens`, else `quotas.default_reserve_tokens`; nothing for
+/// embeddings) plus a prompt estimate from the body size.
+fn reservation(
+    cfg: &Config,
+    model: &crate::config::Model,
+    req: &ClientRequest<'_>,
+    body_len: usize,
+) -> crate::quota::Ask {
+    let int = |name: &str| {
+        req.field(name)
+            .and_then(|v| serde_json::from_str::<u64>(v.get()).ok())
+    };
+    let completion = if model.kind == ModelKind::Embedding {
+        0
+    } else {
+        let per_choice = int("max_completion_tokens")
+            .or_else(|| int("max_tokens"))
+            .or(model.reserve_tokens)
+            .unwrap_or_else(|| {
+                cfg.quotas
+                    .as_ref()
+                    .map(|q| q.default_reserve_tokens)
+                    .unwrap_or(crate::quota::DEFAULT_RESERVE_TOKENS)
+            });
+        per_choice.saturating_mul(int("n").unwrap_or(1).max(1))
+    };
+    crate::quota::reservation(&model.price, body_len, completion)
 }
 
 impl Exchange {
@@ -501,6 +676,16 @@ impl Exchange {
             ],
             ..ResponseHead::default()
         };
+        if let Some(ErrorKind::GlobalLimit(_)) = self.error {
+            if status != 429 {
+                head.status = Some(429);
+            }
+            head.set
+                .push(("content-type".into(), "application/json".into()));
+            head.remove.push("content-length");
+            head.buffer = true;
+            return head;
+        }
         if status >= 400 || !from_upstream {
             self.error = Some(if from_upstream {
                 ErrorKind::Provider(status)
@@ -561,8 +746,42 @@ impl Exchange {
                         .body(&error::map_envoy_local_reply(name, s, body)),
                 )
             }
+            Some(ErrorKind::GlobalLimit(wait)) => {
+                let mut e = ApiError::new(
+                    429,
+                    "rate_limit_exceeded",
+                    "Rate limit reached: the gateway's global rate limit service refused this \
+                     request (a limit shared by every gateway replica). Please try again later.",
+                )
+                .code("rate_limit_exceeded");
+                e.retry_after = Some(wait.unwrap_or(1).max(1));
+                self.mapped_status = Some(429);
+                self.mapped_retry_after = e.retry_after;
+                Some(self.shape.body(&e))
+            }
             None => self.translator.full_body(body),
         }
+    }
+
+    /// The answer is Envoy's rate limit filter refusing the request (global
+    /// mode; `x-envoy-ratelimited`), with the service's wait in seconds if
+    /// it gave one. Call before `on_response_head`.
+    pub fn refused_by_global_limit(&mut self, wait_seconds: Option<u64>) {
+        self.error = Some(ErrorKind::GlobalLimit(wait_seconds));
+    }
+
+    /// The provider answered with this error status.
+    pub fn provider_error(&self) -> Option<u16> {
+        match self.error {
+            Some(ErrorKind::Provider(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The answer is an error (the provider's, Envoy's or the gateway's),
+    /// as far as it is known.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.translator.status().is_some_and(|s| s >= 400)
     }
 
     /// The status a translated whole-body answer must carry instead of the

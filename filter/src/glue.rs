@@ -10,17 +10,26 @@ use crate::auth::RequestView;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::gateway::{self, Exchange, Head, Pending, Reply};
+use crate::quota::{self, Admission, Store, StoreError};
+use crate::telemetry::{self, MetricKind, Outcome};
 use crate::token::{self, Cached, TokenFetch};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: None, fetches: Vec::new(), in_flight: Vec::new() })
+        Box::new(Root {
+            config: None,
+            fetches: Vec::new(),
+            in_flight: Vec::new(),
+            metrics: Rc::new(RefCell::new(Metrics::default())),
+        })
     });
 }}
 
@@ -30,6 +39,46 @@ struct Root {
     fetches: Vec<TokenFetch>,
     /// This VM's token fetches under way: (call id, index in `fetches`).
     in_flight: Vec<(u32, usize)>,
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+/// This VM's metric ids by name (defined on first use; Envoy shares the
+/// stat itself between the VMs of all workers).
+#[derive(Default)]
+struct Metrics {
+    ids: HashMap<String, u32>,
+}
+
+impl Metrics {
+    fn apply(&mut self, u: &telemetry::Update) {
+        let id = match self.ids.get(&u.name) {
+            Some(&id) => id,
+            None => {
+                let t = match u.kind {
+                    MetricKind::Counter => proxy_wasm::types::MetricType::Counter,
+                    MetricKind::Gauge => proxy_wasm::types::MetricType::Gauge,
+                    MetricKind::Histogram => proxy_wasm::types::MetricType::Histogram,
+                };
+                match hostcalls::define_metric(t, &u.name) {
+                    Ok(id) => {
+                        self.ids.insert(u.name.clone(), id);
+                        id
+                    }
+                    Err(e) => {
+                        log::warn!("llm-gateway: cannot define metric {}: {e:?}", u.name);
+                        return;
+                    }
+                }
+            }
+        };
+        let r = match u.kind {
+            MetricKind::Histogram => hostcalls::record_metric(id, u.value.max(0) as u64),
+            MetricKind::Counter | MetricKind::Gauge => hostcalls::increment_metric(id, u.value),
+        };
+        if let Err(e) = r {
+            log::warn!("llm-gateway: cannot update metric {}: {e:?}", u.name);
+        }
+    }
 }
 
 /// A shared-data value and its compare-and-swap id (`(None, None)` when
@@ -37,6 +86,32 @@ struct Root {
 fn shared(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))
 }
+
+/// Envoy's shared data as the quota store (process-wide, compare-and-swap).
+struct SharedData;
+
+impl Store for SharedData {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), Some(cas))) => Some((v, cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Failed),
+        }
+    }
+}
+
+/// Request headers for Envoy's rate limit filter (quotas' global mode);
+/// never taken from a client.
+const DESCRIPTOR_HEADERS: [&str; 3] = ["x-llmgw-caller", "x-llmgw-team", "x-llmgw-model"];
+/// Filter state with the answer's tokens (`%FILTER_STATE(wasm.llmgw_tokens:PLAIN)%`).
+const TOKENS_PROPERTY: &str = "llmgw_tokens";
 
 /// Take the fetch lease at `key` if it is free: one VM of the process wins.
 fn take_lease(key: &str, now: u64) -> bool {
@@ -157,6 +232,29 @@ impl RootContext for Root {
                     c.models.len(),
                     c.callers.len()
                 );
+                if c.quotas.is_some() {
+                    // Every record exists before the first request, so
+                    // that requests only ever write with compare-and-swap.
+                    let mut keys: Vec<String> =
+                        c.callers.iter().map(|x| quota::caller_key(&x.id)).collect();
+                    keys.extend(
+                        c.callers
+                            .iter()
+                            .filter_map(|x| x.team.as_deref())
+                            .map(quota::team_key),
+                    );
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let failed = keys
+                        .iter()
+                        .filter(|k| quota::ensure(&SharedData, k).is_err())
+                        .count();
+                    if failed > 0 {
+                        log::error!(
+                            "llm-gateway: could not create {failed} quota records in shared data"
+                        );
+                    }
+                }
                 self.fetches = c.token_fetches();
                 if !self.fetches.is_empty() {
                     for f in &self.fetches {
@@ -195,6 +293,18 @@ impl RootContext for Root {
             request_id: None,
             buffer_response: false,
             held_response_headers: false,
+            admission: None,
+            tokens_published: false,
+            metrics: self.metrics.clone(),
+            started_ms: 0,
+            first_byte_ms: None,
+            caller: None,
+            model: None,
+            status: 0,
+            quota: "none",
+            refused_limit: None,
+            finished: false,
+            in_flight_counted: false,
         }))
     }
 
@@ -218,6 +328,25 @@ struct Http {
     buffer_response: bool,
     /// The response headers wait for the body (see on_http_response_headers).
     held_response_headers: bool,
+    /// What the quotas counted for this request, settled when it ends.
+    admission: Option<Admission>,
+    tokens_published: bool,
+    metrics: Rc<RefCell<Metrics>>,
+    /// When the request headers arrived, and the first byte of a streamed
+    /// answer (Unix ms).
+    started_ms: u64,
+    first_byte_ms: Option<u64>,
+    /// Who called and which configured model they got, once known.
+    caller: Option<usize>,
+    model: Option<usize>,
+    /// The status the client got.
+    status: u16,
+    /// `admitted`, `refused`, or `none`.
+    quota: &'static str,
+    refused_limit: Option<&'static str>,
+    finished: bool,
+    /// The in-flight gauge counts this request.
+    in_flight_counted: bool,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -235,6 +364,15 @@ fn set_header(map: MapType, name: &str, value: Option<&str>) {
     if let Err(e) = hostcalls::set_map_value(map, name, value) {
         log::warn!("llm-gateway: could not set header {name}: {e:?}");
     }
+}
+
+/// The host clock, Unix milliseconds (0 if the host cannot tell).
+fn now_unix_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The host clock, Unix seconds (0 if the host cannot tell).
@@ -266,6 +404,7 @@ impl Http {
         if let Some(id) = &self.request_id {
             headers.push(("x-request-id", id.as_str()));
         }
+        self.status = r.status;
         if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
             log::warn!("llm-gateway: could not send a local reply: {e:?}");
         }
@@ -274,7 +413,141 @@ impl Http {
     }
 }
 
-impl Context for Http {}
+impl Http {
+    /// The request ended (any way: answered, failed, reset, cancelled):
+    /// settle its quota reservation with the real usage. The usage when the
+    /// answer gave none: nothing for an error answer, the reservation
+    /// otherwise (a stream cut or a client gone after the provider started).
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.settle_quota();
+        self.record();
+    }
+
+    /// Metrics and the audit record of the request that ended (requests
+    /// that got as far as an identified caller).
+    fn record(&mut self) {
+        let (Some(cfg), Some(caller)) = (self.config.clone(), self.caller) else {
+            return;
+        };
+        let c = &cfg.callers[caller];
+        let model = self.model.map(|i| &cfg.models[i]);
+        let provider = model.map(|m| cfg.providers[m.provider].common());
+        let ex = match &self.state {
+            State::Forwarded(ex) => Some(ex),
+            _ => None,
+        };
+        let usage = ex.and_then(|e| e.usage());
+        let now = now_unix_ms();
+        let quota = match (self.quota, self.refused_limit) {
+            ("refused", Some(l)) => format!("refused:{l}"),
+            ("refused", None) => "refused:busy".to_string(),
+            (q, _) => q.to_string(),
+        };
+        let o = Outcome {
+            caller: Some((c.id.as_str(), c.team.as_deref())),
+            model: model.map(|m| m.name.as_str()),
+            provider: provider.map(|p| p.name.as_str()),
+            upstream_model: model.map(|m| m.upstream.as_str()),
+            status: self.status,
+            provider_error: ex.and_then(|e| e.provider_error()),
+            usage,
+            cost_micros: match (usage, model) {
+                (Some(u), Some(m)) => quota::cost_micros(&m.price, &u),
+                _ => 0,
+            },
+            duration_ms: now.saturating_sub(self.started_ms),
+            ttft_ms: match (ex, self.first_byte_ms) {
+                (Some(e), Some(t)) if e.stream => Some(t.saturating_sub(self.started_ms)),
+                _ => None,
+            },
+            stream: ex.is_some_and(|e| e.stream),
+            quota,
+        };
+        let mut metrics = self.metrics.borrow_mut();
+        for u in o.updates(cfg.metrics_by) {
+            metrics.apply(&u);
+        }
+        if self.in_flight_counted {
+            if let (Some(m), Some(p)) = (model, provider) {
+                metrics.apply(&in_flight_update(&m.name, &p.name, -1));
+            }
+        }
+        drop(metrics);
+        for (name, value) in o.audit() {
+            if let Err(e) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+                log::warn!("llm-gateway: could not set filter state {name}: {e:?}");
+            }
+        }
+    }
+
+    fn settle_quota(&mut self) {
+        let Some(adm) = self.admission.take() else {
+            return;
+        };
+        let used = match (&self.state, &self.config) {
+            (State::Forwarded(ex), Some(cfg)) => match ex.usage() {
+                Some(u) => quota::Ask {
+                    tokens: u.total_tokens,
+                    usd_micros: quota::cost_micros(&cfg.models[ex.model].price, &u),
+                },
+                None if ex.failed() => quota::Ask::default(),
+                None => adm.reserved,
+            },
+            // Admitted but no longer forwarded: the filter answered a
+            // bodiless provider error itself (see on_http_response_headers).
+            _ => quota::Ask::default(),
+        };
+        if !quota::settle(&SharedData, &adm, used, now_unix_ms()) {
+            log::warn!("llm-gateway: could not settle a request's quota counters");
+        }
+    }
+
+    /// Global mode: the answer's tokens as filter state, for the rate limit
+    /// filter's `hits_addend` (applied when the stream is done).
+    fn publish_tokens(&mut self) {
+        if self.tokens_published {
+            return;
+        }
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        if !cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+            return;
+        }
+        let State::Forwarded(ex) = &self.state else {
+            return;
+        };
+        self.tokens_published = true;
+        let tokens = ex.usage().map(|u| u.total_tokens).unwrap_or(0);
+        if let Err(e) =
+            hostcalls::set_property(vec![TOKENS_PROPERTY], Some(tokens.to_string().as_bytes()))
+        {
+            log::warn!("llm-gateway: could not set filter state {TOKENS_PROPERTY}: {e:?}");
+        }
+    }
+}
+
+fn in_flight_update(model: &str, provider: &str, delta: i64) -> telemetry::Update {
+    telemetry::Update {
+        kind: MetricKind::Gauge,
+        name: telemetry::metric_name(
+            telemetry::IN_FLIGHT,
+            &[("model", model), ("provider", provider)],
+        ),
+        value: delta,
+    }
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        self.finish();
+        true
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
@@ -289,18 +562,28 @@ impl HttpContext for Http {
                 .into(),
             );
         };
-        // Nobody but the filter may choose the provider cluster.
+        // Nobody but the filter may choose the provider cluster, or say who
+        // is calling to the rate limit filter.
         set_header(MapType::HttpRequestHeaders, &cfg.cluster_header, None);
+        for h in DESCRIPTOR_HEADERS {
+            set_header(MapType::HttpRequestHeaders, h, None);
+        }
         let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
         let path = header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
         self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
+        self.started_ms = now_unix_ms();
         match gateway::on_request_head(&cfg, &Host, &method, &path, end_of_stream) {
             Head::PassThrough => {
                 self.state = State::PassThrough;
                 Action::Continue
             }
             Head::Reply(r) => self.reply(r),
+            Head::Usage { caller, query } => {
+                let r = gateway::usage_reply(&cfg, &SharedData, caller, &query, now_unix_ms());
+                self.reply(r)
+            }
             Head::NeedBody(p) => {
+                self.caller = Some(p.caller);
                 for h in gateway::STRIP_REQUEST_HEADERS
                     .iter()
                     .copied()
@@ -351,10 +634,50 @@ impl HttpContext for Http {
             };
             Ok((f, bearer))
         });
+        // Quotas last: nothing after the admission can refuse the request,
+        // so every admission is settled by the request's end (`finish`).
+        let forward = forward.and_then(|(f, bearer)| {
+            if let (Some(q), Some(ask)) = (&cfg.quotas, f.reserve) {
+                let caller = &cfg.callers[f.exchange.caller];
+                let model = &cfg.models[f.exchange.model].name;
+                self.model = Some(f.exchange.model);
+                match quota::admit(&SharedData, q, caller, model, ask, now_unix_ms()) {
+                    Ok(a) => {
+                        self.admission = Some(a);
+                        self.quota = "admitted";
+                    }
+                    Err(d) => {
+                        self.quota = "refused";
+                        if let quota::Denied::Limit { applied, .. } = &d {
+                            self.refused_limit = Some(applied.kind.name());
+                        }
+                        return Err(f.refusal(&cfg, &d));
+                    }
+                }
+            }
+            Ok((f, bearer))
+        });
         match forward {
             Err(r) => self.reply(r),
             Ok((f, bearer)) => {
                 let m = MapType::HttpRequestHeaders;
+                self.model = Some(f.exchange.model);
+                {
+                    let model = &cfg.models[f.exchange.model];
+                    let provider = &cfg.providers[model.provider].common().name;
+                    self.metrics
+                        .borrow_mut()
+                        .apply(&in_flight_update(&model.name, provider, 1));
+                    self.in_flight_counted = true;
+                }
+                if cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+                    let caller = &cfg.callers[f.exchange.caller];
+                    set_header(m, "x-llmgw-caller", Some(&caller.id));
+                    if let Some(t) = &caller.team {
+                        set_header(m, "x-llmgw-team", Some(t));
+                    }
+                    set_header(m, "x-llmgw-model", Some(&cfg.models[f.exchange.model].name));
+                }
                 set_header(m, ":path", Some(&f.upstream.path));
                 set_header(m, ":authority", Some(&f.upstream.authority));
                 for (k, v) in &f.upstream.headers {
@@ -405,7 +728,16 @@ impl HttpContext for Http {
             .unwrap_or(true);
         ex.set_created(now_unix_seconds());
         ex.response_headers(&|name| header(m, name));
-        let head = ex.on_response_head(&cfg, status, from_upstream);
+        if !from_upstream && status == 429 && header(m, "x-envoy-ratelimited").is_some() {
+            // Envoy's rate limit filter (global mode) said OVER_LIMIT.
+            let wait = header(m, "x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+            ex.refused_by_global_limit(wait);
+        }
+        let mut head = ex.on_response_head(&cfg, status, from_upstream);
+        self.status = head.status.unwrap_or(status);
+        if let Some(adm) = &self.admission {
+            head.set.extend(quota::headers(adm));
+        }
         // The provider's own request id (OpenAI: x-request-id, Anthropic:
         // request-id, AWS: x-amzn-requestid).
         if let Some(upstream_id) = header(m, "x-request-id")
@@ -427,6 +759,11 @@ impl HttpContext for Http {
                     headers.push((h.to_string(), v));
                 }
             }
+            if let (Some(secs), None) = (ex.retry_after(), header(m, "retry-after")) {
+                headers.push(("retry-after".into(), secs.to_string()));
+                headers.push(("retry-after-ms".into(), (secs * 1000).to_string()));
+            }
+            self.publish_tokens();
             let status = head.status.unwrap_or(status);
             return self.reply(Reply {
                 status,
@@ -446,6 +783,9 @@ impl HttpContext for Http {
             }
         }
         self.buffer_response = head.buffer;
+        if end_of_stream {
+            self.publish_tokens();
+        }
         if head.buffer && !end_of_stream {
             // A whole answer read before it goes out (a translated answer or
             // an error): hold its headers until the body is read, so the
@@ -478,7 +818,8 @@ impl HttpContext for Http {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            if let Some(new) = ex.on_full_body(&cfg, &body) {
+            let new = ex.on_full_body(&cfg, &body);
+            if let Some(new) = new {
                 if let Err(e) =
                     hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
                 {
@@ -489,6 +830,7 @@ impl HttpContext for Http {
                 let m = MapType::HttpResponseHeaders;
                 if let Some(s) = ex.status_override() {
                     set_header(m, ":status", Some(&s.to_string()));
+                    self.status = s;
                 }
                 // A wait the provider gave only in its error body.
                 if let Some(secs) = ex.retry_after() {
@@ -498,7 +840,11 @@ impl HttpContext for Http {
                     }
                 }
             }
+            self.publish_tokens();
             return Action::Continue;
+        }
+        if self.first_byte_ms.is_none() && body_size > 0 {
+            self.first_byte_ms = Some(now_unix_ms());
         }
         let chunk = if body_size > 0 {
             hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
@@ -514,6 +860,13 @@ impl HttpContext for Http {
                 log::warn!("llm-gateway: could not replace a stream chunk: {e:?}");
             }
         }
+        if end_of_stream {
+            self.publish_tokens();
+        }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.finish();
     }
 }

@@ -12,8 +12,10 @@ pub mod frontdoor;
 pub mod gateway;
 pub mod glob;
 pub mod providers;
+pub mod quota;
 pub mod request;
 pub mod sse;
+pub mod telemetry;
 pub mod token;
 pub mod usage;
 

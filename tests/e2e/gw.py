@@ -466,7 +466,7 @@ class Gateway:
     def __init__(self, tmp: Path, mock_port: int, *, plugin_config=None,
                  secrets_override=None, mutate=None, env: dict | None = None,
                  vllm_key: str | None = VLLM_KEY, wait: bool = True,
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0, concurrency: int = 2):
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.port, self.admin_port = free_port(), free_port()
@@ -483,7 +483,7 @@ class Gateway:
         e.update(BEDROCK_ENV)
         if env:
             e.update(env)
-        args = [str(ENVOY), "-c", str(self.config_path), "--concurrency", "2",
+        args = [str(ENVOY), "-c", str(self.config_path), "--concurrency", str(concurrency),
                 "--disable-hot-restart", "-l", "info",
                 # Access log lines reach the file within 0.2 s (default 10 s),
                 # so tests can read them.

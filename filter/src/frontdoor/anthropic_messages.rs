@@ -298,6 +298,7 @@ pub fn forward(
             upstream,
             bearer_from_shared: cfg.bearer_key(model.provider),
             exchange: exchange(Box::new(native::Native::new(counting)), req.stream),
+            reserve: None,
         });
     }
     if pending.endpoint == Endpoint::CountTokens {
@@ -334,6 +335,7 @@ pub fn forward(
         upstream,
         bearer_from_shared: cfg.bearer_key(model.provider),
         exchange: exchange(Box::new(Chain { inner, outer }), req.stream),
+        reserve: None,
     })
 }
 

@@ -100,7 +100,7 @@ impl Provider for Azure {
         })
     }
 
-    fn response_translator(&self, _req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
-        Box::new(PassThrough::new())
+    fn response_translator(&self, req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
+        Box::new(PassThrough::for_request(req))
     }
 }

@@ -53,7 +53,7 @@ impl Provider for OpenAi {
         })
     }
 
-    fn response_translator(&self, _req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
-        Box::new(PassThrough::new())
+    fn response_translator(&self, req: &ClientRequest<'_>) -> Box<dyn ResponseTranslator> {
+        Box::new(PassThrough::for_request(req))
     }
 }

@@ -16,6 +16,68 @@ pub fn body(
     req: &ClientRequest<'_>,
     model: &Model,
 ) -> Result<Vec<u8>, ApiError> {
+    let body = body_as_asked(common, req, model)?;
+    Ok(if asks_usage_for_client(req) {
+        with_usage_requested(req, body)
+    } else {
+        body
+    })
+}
+
+/// A stream whose usage the gateway asks for although the client did not
+/// (`stream_options.include_usage: true` is added upstream and the usage
+/// chunk taken out of what the client sees): quotas, metrics and the audit
+/// record need the real token counts of every stream.
+pub fn asks_usage_for_client(req: &ClientRequest<'_>) -> bool {
+    use crate::request::Endpoint;
+    req.stream
+        && !req.include_usage
+        && matches!(
+            req.endpoint,
+            Endpoint::ChatCompletions | Endpoint::Completions
+        )
+}
+
+/// `body` (a JSON object the gateway built) with `stream_options` replaced by
+/// the client's own options plus `include_usage: true`.
+fn with_usage_requested(req: &ClientRequest<'_>, body: Vec<u8>) -> Vec<u8> {
+    let mut opts = req
+        .field("stream_options")
+        .and_then(|v| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v.get()).ok()
+        })
+        .unwrap_or_default();
+    opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let Ok(opts) = serde_json::to_vec(&opts) else {
+        return body;
+    };
+    // Rebuild without the client's `stream_options` (a parse of what we
+    // built ourselves; on any surprise the body stays as it was).
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return body;
+    };
+    top.remove("stream_options");
+    let Ok(mut out) = serde_json::to_vec(&top) else {
+        return body;
+    };
+    if out.pop() != Some(b'}') {
+        return body;
+    }
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"stream_options\":");
+    out.extend_from_slice(&opts);
+    out.push(b'}');
+    out
+}
+
+fn body_as_asked(
+    common: &ProviderCommon,
+    req: &ClientRequest<'_>,
+    model: &Model,
+) -> Result<Vec<u8>, ApiError> {
     let known = req.endpoint.known_params();
     match common.unknown_params {
         UnknownParams::Pass => Ok(req.rewrite(&model.upstream, &[])),
@@ -73,11 +135,46 @@ pub struct PassThrough {
     done: bool,
     /// End of a non-streamed answer, for its usage.
     tail: Tail,
+    /// The gateway asked for the usage chunk: take it out of the stream.
+    hide_usage: bool,
 }
 
 impl PassThrough {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The reader for `req`'s answer (hiding the usage chunk the gateway
+    /// asked for on the client's behalf).
+    pub fn for_request(req: &ClientRequest<'_>) -> Self {
+        PassThrough {
+            hide_usage: asks_usage_for_client(req),
+            ..Self::default()
+        }
+    }
+
+    /// Events re-emitted as they arrived, without the usage-only chunk.
+    fn without_usage_chunk(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for ev in &self.events {
+            let data = ev.data.trim();
+            if data.contains("\"usage\"") && is_usage_only_chunk(data) {
+                continue;
+            }
+            if let Some(name) = &ev.event {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'\n');
+            }
+            for line in ev.data.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+        }
+        out
     }
 
     fn read_events(&mut self) {
@@ -109,6 +206,21 @@ pub fn incomplete_stream_event() -> Vec<u8> {
     out
 }
 
+/// The chunk OpenAI adds for `include_usage`: no choices, a usage object.
+fn is_usage_only_chunk(data: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(default)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_str::<Probe>(data) {
+        Ok(p) => p.usage.is_some() && p.choices.as_ref().is_none_or(|c| c.is_empty()),
+        Err(_) => false,
+    }
+}
+
 impl ResponseTranslator for PassThrough {
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         self.sse.feed(chunk, &mut self.events);
@@ -116,6 +228,14 @@ impl ResponseTranslator for PassThrough {
         let mid_event = !self.sse.at_event_boundary();
         if end_of_stream {
             self.sse.finish(&mut self.events);
+        }
+        if self.hide_usage {
+            let mut out = self.without_usage_chunk();
+            self.read_events();
+            if end_of_stream && !self.done {
+                out.extend_from_slice(&incomplete_stream_event());
+            }
+            return Some(out);
         }
         self.read_events();
         if end_of_stream && !self.done {

@@ -446,6 +446,7 @@ mod tests {
             price: Default::default(),
             created: 0,
             drop_unsupported_params: drop,
+            reserve_tokens: None,
         }
     }
 

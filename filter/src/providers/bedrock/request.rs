@@ -1133,6 +1133,7 @@ mod tests {
             price: Default::default(),
             created: 0,
             drop_unsupported_params: drop,
+            reserve_tokens: None,
         }
     }
 
