@@ -10,9 +10,11 @@ mod prop_common;
 
 use llm_gateway::config::Config;
 use llm_gateway::gateway::{self, Head, Reply};
+use llm_gateway::quota::{Store, StoreError};
 use prop_common::*;
 use proptest::prelude::*;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -207,6 +209,8 @@ proptest! {
     fn any_head(method in prop_oneof![prop::sample::select(&["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"][..]).prop_map(str::to_string), ".{0,8}"],
                 path in prop_oneof![
                     prop::sample::select(PATHS).prop_map(str::to_string),
+                    (Just("/v1/usage?"), prop::collection::vec((prop::sample::select(&["caller", "team", "all", "x", ""][..]), ".{0,12}"), 0..3))
+                        .prop_map(|(p, q)| format!("{p}{}", q.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"))),
                     (prop::sample::select(&["/v1/models/", "/v1/", "/v1/messages/", "/", "/v1"][..]), ".{0,40}")
                         .prop_map(|(a, b)| format!("{a}{b}")),
                     ".{0,40}",
@@ -232,9 +236,42 @@ proptest! {
                     prop_assert!(v["object"] == "list" || v["object"] == "model", "{v}");
                 }
             }
+            Head::Usage { caller, query } => {
+                prop_assert!(matches!(method.as_str(), "GET" | "HEAD"), "{method} {path}");
+                prop_assert!(path.split(['?', '#']).next() == Some("/v1/usage"), "{path}");
+                // Whatever the query, an answer: the report or a 4xx.
+                let r = gateway::usage_reply(cfg, &MemStore::default(), caller, &query, 1_700_000_000_000);
+                if r.status == 200 {
+                    let v: Value = serde_json::from_slice(&r.body).unwrap();
+                    prop_assert!(v["object"] == "usage" || v["object"] == "list" || v["object"] == "team_usage", "{v}");
+                } else {
+                    check_reply("/v1/usage", &r).map_err(|e| TestCaseError::fail(format!("{path}: {e}")))?;
+                    prop_assert!(r.status < 500, "{}", r.status);
+                }
+            }
             Head::PassThrough => prop_assert!(!path.starts_with("/v1/") && path != "/v1", "{path}"),
             Head::NeedBody(_) => prop_assert!(method == "POST" && PATHS.iter().any(|p| path.split('?').next() == Some(p)), "{method} {path}"),
         }
+    }
+}
+
+/// Envoy's shared data, in memory (compare-and-swap ids as Envoy's).
+#[derive(Default)]
+struct MemStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl Store for MemStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.borrow().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let mut m = self.0.borrow_mut();
+        let next = match (m.get(key), cas) {
+            (Some((_, cur)), Some(c)) if *cur != c => return Err(StoreError::CasMismatch),
+            (Some((_, cur)), _) => cur + 1,
+            (None, _) => 1,
+        };
+        m.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
     }
 }
 
@@ -304,6 +341,13 @@ fn hand_written_bad_inputs_natively() {
                 match gateway::on_request_head(&cfg, &View(h), method, &path, body.is_empty()) {
                     Head::Reply(r) => r,
                     Head::PassThrough => panic!("{name}: passed through"),
+                    Head::Usage { caller, query } => gateway::usage_reply(
+                        &cfg,
+                        &MemStore::default(),
+                        caller,
+                        &query,
+                        1_700_000_000_000,
+                    ),
                     Head::NeedBody(p) => match gateway::on_request_body(&cfg, &p, &body) {
                         Err(r) => r,
                         Ok(_) => continue, // the provider's to refuse
