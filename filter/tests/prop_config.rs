@@ -22,18 +22,11 @@ fn bases() -> &'static [Value] {
     })
 }
 
-/// `field` as path steps: `providers[0].auth.env` → providers, 0, auth, env.
-fn steps(field: &str) -> Vec<String> {
-    field
-        .split(['.', '['])
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches(']').to_string())
-        .collect()
-}
-
 /// The error names the document, or a field whose first steps exist in
 /// `doc` (the last step may be a field that is missing, e.g. a required
-/// one, or the entry of a list that is too short).
+/// one or an unknown one, or the entry of a list that is too short). Keys
+/// may hold dots (`gpt-3.5-turbo-instruct`): the longest key that fits is
+/// taken at each step.
 fn names_a_field(e: &ConfigError, doc: Option<&Value>) -> Result<(), String> {
     if e.message.is_empty() {
         return Err(format!("empty message for {}", e.field));
@@ -47,28 +40,48 @@ fn names_a_field(e: &ConfigError, doc: Option<&Value>) -> Result<(), String> {
     let Some(mut v) = doc else {
         return Ok(());
     };
-    let s = steps(&e.field);
-    for (i, step) in s.iter().enumerate() {
+    let mut rest = e.field.as_str();
+    let mut first = true;
+    loop {
+        if !first {
+            // The separator after a key (an index follows without one).
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+        }
+        first = false;
+        if rest.is_empty() {
+            return Ok(());
+        }
         let next = match v {
-            Value::Object(o) => o.get(step),
-            Value::Array(a) => step.parse::<usize>().ok().and_then(|n| a.get(n)),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| {
+                    rest.strip_prefix(k.as_str())
+                        .is_some_and(|a| a.is_empty() || a.starts_with(['.', '[']))
+                })
+                .max_by_key(|(k, _)| k.len())
+                .map(|(k, x)| (x, &rest[k.len()..])),
+            Value::Array(a) => rest
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(n, after)| {
+                    n.parse::<usize>()
+                        .ok()
+                        .and_then(|i| a.get(i))
+                        .map(|x| (x, after))
+                }),
             _ => None,
         };
         match next {
-            Some(n) => v = n,
-            // Only the last step may be absent.
-            None if i + 1 == s.len() => return Ok(()),
-            // A key with dots or brackets in it (an unknown field's name).
-            None if v
-                .as_object()
-                .is_some_and(|o| o.keys().any(|k| e.field.ends_with(k.as_str()))) =>
-            {
-                return Ok(())
+            Some((x, after)) => {
+                v = x;
+                rest = after;
             }
-            None => return Err(format!("{e}: no {step} in the document")),
+            // The last step may be absent (a missing field, an entry past
+            // the end of a list).
+            None if !rest.trim_start_matches('[').contains(['.', '[']) => return Ok(()),
+            None => return Err(format!("{e}: no {rest} in the document")),
         }
     }
-    Ok(())
 }
 
 fn check(bytes: &[u8], doc: Option<&Value>) -> Result<(), TestCaseError> {
@@ -85,7 +98,7 @@ fn check(bytes: &[u8], doc: Option<&Value>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(prop_common::config(1000))]
 
     #[test]
     fn any_json_document(v in any_json()) {

@@ -149,7 +149,7 @@ const MODELS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(prop_common::config(1000))]
 
     /// Any JSON value as the body of any endpoint.
     #[test]

@@ -131,7 +131,7 @@ fn render(events: &[Written], endings: &[usize], last_open: bool) -> (Vec<u8>, V
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(prop_common::config(1000))]
 
     #[test]
     fn any_split_gives_the_written_events(

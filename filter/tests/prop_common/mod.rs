@@ -221,6 +221,23 @@ pub fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     out
 }
 
+/// The proptest config of these tests: `cases` per property (kept small
+/// enough for `cargo test` in debug), or `PROPTEST_CASES` when set (a
+/// longer soak: `PROPTEST_CASES=20000 cargo test -p llm-gateway --test
+/// prop_providers`). Seeds are random per run unless `PROPTEST_RNG_SEED`
+/// is set; failures print the shrunk input.
+pub fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 // ---------------------------------------------------------------- strategies
 
 /// Any JSON value, nested a few levels.
