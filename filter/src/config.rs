@@ -371,6 +371,51 @@ fn valid_header_name(h: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// `host[:port]`: a DNS name (letters, digits, `-`, `_`, non-empty labels
+/// separated by dots), an IPv4 address, or a bracketed IPv6 address.
+fn valid_authority(s: &str) -> bool {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match tail {
+                    "" => return true,
+                    t => match t.strip_prefix(':') {
+                        Some(p) => ("v6", Some(p)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        if p.parse::<u32>().map_or(true, |n| n == 0 || n > 65535) {
+            return false;
+        }
+    }
+    host == "v6"
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
 }
@@ -518,12 +563,7 @@ impl Config {
                     ))
                 }
             };
-            if host.is_empty()
-                || url::Url::parse(&format!("https://{host}/"))
-                    .map(|u| u.host().is_none())
-                    .unwrap_or(true)
-                || host.contains(['/', '?', '#', '@'])
-            {
+            if !valid_authority(&host) {
                 return Err(ConfigError::new(
                     format!("{path}.host"),
                     "must be a host name, optionally with :port",
@@ -900,6 +940,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorities() {
+        for ok in [
+            "api.openai.com",
+            "localhost:11434",
+            "my_host.internal:443",
+            "10.0.0.1:8080",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            ".com",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:80:80",
+            "user@host",
+            "host/path",
+            "host?q",
+            "[::1",
+            "[zz::1]",
+            "[::1]x",
+            "ho st",
+            "hÃ¶st.de",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn drop_unsupported_params_defaults_off_and_is_typed() {

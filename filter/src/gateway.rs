@@ -209,7 +209,7 @@ pub fn usage_reply(
     let mut want_caller = None;
     let mut want_team = None;
     let mut all = false;
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "caller" => want_caller = Some(v.into_owned()),
             "team" => want_team = Some(v.into_owned()),
@@ -310,7 +310,7 @@ fn json_content_type(ct: &str) -> bool {
 
 /// Percent-decode a path segment (model ids may hold `/` or `:`).
 fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()

@@ -931,6 +931,12 @@ pub fn admit(
     Ok(adm)
 }
 
+/// Undo an admission entirely: the request is not counted at all (it was
+/// refused after the local admission, by the global rate limit service).
+pub fn cancel(store: &dyn Store, adm: &Admission, now_ms: u64) {
+    release(store, adm, now_ms);
+}
+
 /// Undo an admission entirely (the request never went out).
 fn release(store: &dyn Store, adm: &Admission, now_ms: u64) {
     let now = Window::at(now_ms);

@@ -21,6 +21,7 @@ SCHEMAS = ROOT.parent / "shared" / "schemas"
 ENVOY_CONFIGS = [
     "envoy/envoy.yaml",
     "envoy/envoy.compose.yaml",
+    "envoy/envoy-global-ratelimit.yaml",
     "envoy/examples/real-providers.yaml",
 ]
 ENV = {"VLLM_API_KEY": "x", "AZURE_OPENAI_API_KEY": "x", "BEDROCK_ACCESS_KEY_ID": "x",

@@ -67,7 +67,7 @@ pub fn build(
 /// Percent-encode one path segment (deployment names are usually plain, but
 /// the path must never be broken by what a config holds).
 fn segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
+    form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }

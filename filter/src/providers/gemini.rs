@@ -160,7 +160,7 @@ pub fn build(
 /// Percent-encode one path segment (a config value must never break the
 /// path; Gemini's model names are plain).
 pub fn segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
+    form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }

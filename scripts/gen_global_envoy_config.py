@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Derive envoy/envoy-global-ratelimit.yaml (global quotas through Envoy's
+rate limit filter and envoyproxy/ratelimit) from envoy/envoy.yaml, so the
+two never drift. Added, nothing else changed:
+
+  - `quotas.global.descriptor_headers: true` in the plugin config (the filter
+    then sets x-llmgw-caller / x-llmgw-team / x-llmgw-model on every request
+    it forwards, and filter state `llmgw_tokens` when the answer ends);
+  - the HTTP filter `envoy.filters.http.ratelimit` after the Wasm filter and
+    before the router, asking the gRPC cluster `ratelimit` (domain
+    llm-gateway);
+  - on the provider route, `typed_per_filter_config` for that filter with
+    the rate limit actions (route-level `rate_limits` cannot carry
+    `hits_addend`: Envoy only honours it in RateLimitPerRoute.rate_limits or
+    the filter's own `rate_limits`);
+  - the cluster `ratelimit` (HTTP/2, 127.0.0.1:8081, envoyproxy/ratelimit's
+    gRPC port).
+
+`--check` exits 1 if the committed file is out of date.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_ratelimit_config import (  # noqa: E402
+    DESCRIPTORS, DOMAIN, HEADERS, KINDS, TOKENS_FILTER_STATE)
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "envoy" / "envoy.yaml"
+DST = ROOT / "envoy" / "envoy-global-ratelimit.yaml"
+RLS_CLUSTER = "ratelimit"
+RLS_ADDRESS = ("127.0.0.1", 8081)
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+HEADER = """\
+# GENERATED from envoy/envoy.yaml by scripts/gen_global_envoy_config.py: do not edit.
+# envoy/envoy.yaml plus global quotas (docs/global-ratelimit.md): the filter
+# publishes caller / team / model as request headers and the answer's tokens as
+# filter state; Envoy's rate limit filter asks the rate limit service
+# (envoyproxy/ratelimit + Redis, gRPC on 127.0.0.1:8081; its config:
+# scripts/gen_ratelimit_config.py) for requests and tokens across replicas.
+"""
+
+
+class Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, data):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+Dumper.add_representer(str, _str)
+
+
+def walk(node, fn):
+    if isinstance(node, dict):
+        fn(node)
+        for v in node.values():
+            walk(v, fn)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, fn)
+
+
+def hcm(doc: dict) -> dict:
+    found = []
+    walk(doc, lambda d: found.append(d["typed_config"])
+         if d.get("name") == "envoy.filters.network.http_connection_manager" else None)
+    assert len(found) == 1, "expected one http_connection_manager"
+    return found[0]
+
+
+def provider_route(doc: dict) -> dict:
+    routes = hcm(doc)["route_config"]["virtual_hosts"][0]["routes"]
+    found = [r for r in routes if "cluster_header" in r.get("route", {})]
+    assert len(found) == 1, "expected one route on the cluster header"
+    return found[0]
+
+
+def wasm_filter(doc: dict) -> dict:
+    found = [f for f in hcm(doc)["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    assert len(found) == 1, "expected one wasm filter"
+    return found[0]
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the `}` closing the JSON object whose `{` is at `start`."""
+    depth, i, in_str = 0, start, False
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError("unbalanced JSON")
+
+
+def _top_level_value(text: str, key: str) -> int:
+    """Index of the `{` of the top-level object member `key`."""
+    depth, i = 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            token = text[i + 1:j]
+            rest = text[j + 1:].lstrip()
+            if depth == 1 and token == key and rest.startswith(":"):
+                return text.index("{", j)
+            i = j + 1
+            continue
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        i += 1
+    raise ValueError(f"no top-level {key!r}")
+
+
+def enable_descriptor_headers(text: str) -> str:
+    """The plugin config JSON with quotas.global.descriptor_headers = true,
+    added as one line to the text as written (so the two files stay easy to
+    compare); re-serialised only when `quotas.global` already exists."""
+    cfg = json.loads(text)
+    line = '"global": {"descriptor_headers": true}'
+    quotas = cfg.get("quotas")
+    if quotas is None:
+        end = _closing_brace(text, text.index("{"))
+        out = text[:end].rstrip() + ',\n  "quotas": {' + line + '}\n' + text[end:]
+    elif "global" not in quotas:
+        pos = _top_level_value(text, "quotas")
+        end = _closing_brace(text, pos)
+        body = text[pos + 1:end]
+        indent = body[len(body.rstrip(" ")):] if "\n" in body else ""
+        item_indent = " " * (len(indent) + 2) if indent else " "
+        out = text[:end].rstrip() + ("," if body.strip() else "") + "\n" + item_indent + line + \
+            ("\n" + indent if indent else " ") + text[end:]
+    else:
+        quotas["global"]["descriptor_headers"] = True
+        return json.dumps(cfg, indent=2) + "\n"
+    want = json.loads(text)
+    want.setdefault("quotas", {}).setdefault("global", {})["descriptor_headers"] = True
+    assert json.loads(out) == want, "inserting quotas.global went wrong"
+    return out
+
+
+def rate_limits() -> list[dict]:
+    """Per kind and descriptor shape: requests count 1 on the request path;
+    tokens are checked on the request path (hits_addend 0: the service only
+    says whether the total is over) and charged at stream end."""
+    out = []
+    for kind in KINDS:
+        for shape in DESCRIPTORS:
+            actions = [{"generic_key": {"descriptor_value": kind}}]
+            actions += [{"request_headers": {"header_name": HEADERS[k], "descriptor_key": k}}
+                        for k in shape]
+            if kind.startswith("requests"):
+                out.append({"actions": actions})
+            else:
+                out.append({"actions": copy.deepcopy(actions), "hits_addend": {"number": 0}})
+                out.append({"actions": copy.deepcopy(actions),
+                            "hits_addend": {"format": TOKENS_FILTER_STATE},
+                            "apply_on_stream_done": True})
+    return out
+
+
+def ratelimit_filter() -> dict:
+    return {
+        "name": RATELIMIT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": DOMAIN,
+            # Fail open: when the rate limit service cannot be asked (down,
+            # slower than `timeout`), requests pass and only each gateway's
+            # local quotas hold (stat cluster.<provider>.ratelimit.failure_mode_allowed
+            # counts them). failure_mode_deny: true would turn an RLS or Redis
+            # outage into an outage of the whole API.
+            "failure_mode_deny": False,
+            "timeout": "0.25s",
+            # X-RateLimit-Limit / -Remaining / -Reset from the service's answer
+            # (the descriptor closest to its limit), beside the filter's own
+            # x-ratelimit-*-requests / -tokens headers. The filter takes the
+            # retry-after of its OpenAI 429 from X-RateLimit-Reset.
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": RLS_CLUSTER}},
+                "transport_api_version": "V3",
+            },
+        },
+    }
+
+
+def rls_cluster() -> dict:
+    host, port = RLS_ADDRESS
+    return {
+        "name": RLS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": RLS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": host, "port_value": port}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+    }
+
+
+def transform(doc: dict) -> dict:
+    doc = copy.deepcopy(doc)
+    conf = wasm_filter(doc)["typed_config"]["config"]["configuration"]
+    conf["value"] = enable_descriptor_headers(conf["value"])
+    filters = hcm(doc)["http_filters"]
+    i = filters.index(wasm_filter(doc))
+    assert filters[-1]["name"] == "envoy.filters.http.router"
+    filters.insert(i + 1, ratelimit_filter())
+    route = provider_route(doc)
+    route.setdefault("typed_per_filter_config", {})[RATELIMIT_FILTER] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+        "rate_limits": rate_limits(),
+    }
+    doc["static_resources"]["clusters"].append(rls_cluster())
+    return doc
+
+
+def render() -> str:
+    doc = transform(yaml.safe_load(SRC.read_text()))
+    return HEADER + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    out = render()
+    if "--check" in sys.argv:
+        if not DST.exists() or DST.read_text() != out:
+            print(f"{DST} is out of date: run scripts/gen_global_envoy_config.py", file=sys.stderr)
+            sys.exit(1)
+    else:
+        DST.write_text(out)
