@@ -121,15 +121,18 @@ class Outcome:
 
 
 def fetch(g: gw.Gateway, kind: str, behavior: str, stream: bool, timeout: float = 30,
-          said: str | None = None, **extra) -> Outcome:
+          said: str | None = None, record: bool = True, **extra) -> Outcome:
     """One chat request to `kind`'s model with the mock's `behavior`, read
-    raw to the end (or to the connection's failure)."""
+    raw to the end (or to the connection's failure). Recorded for
+    test_zz_no_leaks unless `record` is false (50 MiB answers)."""
     out = Outcome()
     t0 = time.monotonic()
     said = said or f"{gw.nonce(kind)} one two three four five six"
     body = gw.chat_body(said, KINDS[kind], stream=stream, **extra)
     try:
-        with gw.recording_client(g.url, timeout=timeout) as c:
+        client = gw.recording_client(g.url, timeout=timeout) if record \
+            else httpx.Client(base_url=g.url, timeout=timeout)
+        with client as c:
             with c.stream("POST", CHAT, headers={**gw.auth(), "x-mock-behavior": behavior},
                           json=body) as r:
                 out.status, out.headers = r.status_code, dict(r.headers)
@@ -426,7 +429,7 @@ def test_50mb_answer(fgw, kind):
     """A 50 MiB non-streamed answer. Forwarded as it arrives by the
     pass-through providers; the translated ones would have to be held
     whole: more than max_body_bytes (8 MiB) is a clean 502."""
-    o = fetch(fgw, kind, "size=50MB", False, timeout=50, max_tokens=20_000_000)
+    o = fetch(fgw, kind, "size=50MB", False, timeout=50, record=False, max_tokens=20_000_000)
     if kind in PASS_THROUGH:
         assert o.exc is None and o.status == 200, o
         assert len(o.body) > 50 * 1024 * 1024
