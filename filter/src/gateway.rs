@@ -796,6 +796,22 @@ impl Exchange {
         }
     }
 
+    /// The reply for a provider answer that must be read whole (translated
+    /// or an error) but is larger than `max_body_bytes`: a 502 the filter
+    /// sends itself, before Envoy's own buffer limit answers a bare
+    /// `500 Internal Server Error` (text/plain).
+    pub fn response_too_large(&self, cfg: &Config) -> Reply {
+        let name = &cfg.providers[self.provider].common().name;
+        self.shape.reply(ApiError::server(
+            502,
+            "upstream_response_too_large",
+            format!(
+                "The answer of provider {name} is larger than this gateway's limit of {} bytes.",
+                cfg.max_body_bytes
+            ),
+        ))
+    }
+
     /// A `retry-after` (seconds) found in a provider error's body.
     pub fn retry_after(&self) -> Option<u64> {
         self.mapped_retry_after

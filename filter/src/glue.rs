@@ -830,6 +830,12 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         if self.buffer_response {
+            if body_size > cfg.max_body_bytes {
+                // Answer before Envoy's buffer limit does (its 500 is not
+                // OpenAI-shaped); the headers are still held.
+                let r = ex.response_too_large(&cfg);
+                return self.reply(r);
+            }
             if !end_of_stream {
                 return Action::Pause;
             }
