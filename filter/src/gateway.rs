@@ -715,8 +715,10 @@ impl Exchange {
         if let Some(ct) = self.translator.content_type() {
             head.set.push(("content-type".into(), ct.into()));
         }
-        // Non-streamed answers are held whole only when the provider must
-        // rewrite them; OpenAI-shaped ones go out as they arrive.
+        // Non-streamed answers are held whole when the provider must rewrite
+        // them, and OpenAI-shaped chat/completions answers to check them (a
+        // broken one becomes a 502, not a 200); embeddings go out as they
+        // arrive (they can be far larger than max_body_bytes).
         head.buffer = !self.stream && self.translator.needs_whole_body();
         head
     }

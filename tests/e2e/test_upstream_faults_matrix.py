@@ -281,21 +281,14 @@ def test_reset_mid_stream(fgw):
 
 @pytest.mark.timeout(30)
 def test_reset_in_the_middle_of_a_whole_answer(fgw):
-    """Half of a non-streamed answer, then the connection dies. Translated
-    answers are read whole, their headers still held: Envoy answers 502 in
-    OpenAI's shape (the shipped local_reply_config); pass-through answers
-    have gone out as they arrived: the client sees the body end early
-    (never a complete 200)."""
+    """Half of a non-streamed answer, then the connection dies. Chat
+    answers are read whole, their headers still held (OpenAI-shaped ones
+    too): Envoy answers 502 in OpenAI's shape (the shipped
+    local_reply_config), never a broken 200."""
     outs = in_parallel(lambda k: (k, fetch(fgw, k, "reset=mid_stream", False)), list(KINDS))
     for kind, o in outs:
-        if kind in PASS_THROUGH:
-            assert o.exc is not None, (kind, o)
-            assert o.status in (None, 200), (kind, o)
-            with pytest.raises(ValueError):
-                json.loads(o.body)
-        else:
-            err = assert_error(o, 502)
-            assert err["type"] == "server_error", (kind, err)
+        err = assert_error(o, 502)
+        assert err["type"] == "server_error", (kind, err)
 
 
 # ----------------------------------------------------------------- timeouts
@@ -347,16 +340,9 @@ def test_200_with_invalid_json(fgw, kind, stream):
         # The client asked for a stream: it ends with an error event (the
         # half document before it is not an event), never with [DONE].
         assert_stream_not_complete_raw(o)
-    elif kind in PASS_THROUGH:
-        # Known limit: an OpenAI-shaped answer is forwarded as it arrives
-        # (its headers are gone before the body is read), so the client
-        # gets the provider's 200 and its broken body unchanged; the SDK
-        # raises on it (test below), nothing is invented.
-        assert o.status == 200 and o.exc is None, o
-        with pytest.raises(ValueError):
-            json.loads(o.body)
-        assert o.body.startswith(b'{"id":"chatcmpl-'), o
     else:
+        # OpenAI-shaped chat answers too are read whole and checked before
+        # they go out (their headers are held), so no broken 200 escapes.
         err = assert_error(o, 502, "upstream_invalid_response")
         assert err["type"] == "server_error"
 
@@ -426,19 +412,28 @@ def test_whole_stream_one_byte_per_write(gateway):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_50mb_answer(fgw, kind):
-    """A 50 MiB non-streamed answer. Forwarded as it arrives by the
-    pass-through providers; the translated ones would have to be held
-    whole: more than max_body_bytes (8 MiB) is a clean 502."""
+    """A 50 MiB non-streamed chat answer. Chat answers are held whole
+    (translated ones to translate them, OpenAI-shaped ones to check them):
+    more than max_body_bytes (8 MiB) is a clean 502, and Envoy stays up.
+    (Embeddings pass as they arrive: see test_50mb_embeddings_pass.)"""
     o = fetch(fgw, kind, "size=50MB", False, timeout=50, record=False, max_tokens=20_000_000)
-    if kind in PASS_THROUGH:
-        assert o.exc is None and o.status == 200, o
-        assert len(o.body) > 50 * 1024 * 1024
-        assert o.body.endswith(b"}"), o.body[-200:]
-        v = json.loads(o.body)
-        assert len(v["choices"][0]["message"]["content"]) == 50 * 1024 * 1024
-    else:
-        err = assert_error(o, 502, "upstream_response_too_large")
-        assert f"provider {kind} " in err["message"]
+    err = assert_error(o, 502, "upstream_response_too_large")
+    assert f"provider {kind} " in err["message"]
+
+
+@pytest.mark.timeout(60)
+def test_large_embeddings_pass_as_they_arrive(fgw):
+    """Embedding answers are not held (2048 inputs x 1536 floats is tens of
+    MB, far above max_body_bytes): they pass as they arrive, whole, with
+    their usage still counted."""
+    body = {"model": "text-embedding-3-small", "input": [f"text {i}" for i in range(2048)]}
+    with httpx.Client(base_url=fgw.url, timeout=50) as c:
+        r = c.post("/v1/embeddings", headers=gw.auth(), json=body)
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.content) > 9 * 1024 * 1024, len(r.content)
+    v = r.json()
+    assert len(v["data"]) == 2048 and len(v["data"][0]["embedding"]) == 1536
+    assert v["usage"]["prompt_tokens"] > 0
 
 
 # ----------------------------------------------------------------- afterwards
