@@ -7,9 +7,12 @@ WASM := target/wasm32-wasip1/release/llm_gateway.wasm
 MOCK := target/release/llm-mock
 CLI := target/release/llmgw
 VENV := .venv
+OCI_DIR := target/oci/llm-gateway
+MESH_OUT ?= target/mesh
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 PYTEST_ARGS ?= -q
 
-.PHONY: help setup build wasm run test unit validate e2e lint fmt key config-check clean bench soak
+.PHONY: help setup build wasm run test unit validate e2e lint fmt key config-check clean oci push mesh mesh-generate bench soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +57,22 @@ key: ## Mint a caller key: make key NAME=team-a [TEAM=a MODELS='gpt-*']
 config-check: ## Check a plugin config (JSON, Envoy YAML or WasmPlugin): make config-check FILE=... [CHECK_ARGS=--assume-env]
 	@test -n "$(FILE)" || { echo "usage: make config-check FILE=... [CHECK_ARGS=--assume-env]h"; exit 2; }
 	@cargo run -q -p llmgw --release -- config check "$(FILE)" $(CHECK_ARGS)
+
+oci: wasm ## OCI image of the filter for Istio/Kubernetes (target/oci/llm-gateway, no Docker needed)
+	python3 scripts/oci.py build --out $(OCI_DIR) --tag $(TAG)
+
+push: ## Push the image with skopeo: make push REGISTRY=host[:port][/path] [TAG=x.y.z] [INSECURE=1]
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host[:port][/path] [TAG=x.y.z] [INSECURE=1]"; exit 2; }
+	@$(MAKE) --no-print-directory oci
+	python3 scripts/oci.py push --out $(OCI_DIR) --registry $(REGISTRY) --tag $(TAG) $(if $(INSECURE),--insecure)
+
+mesh: ## Render istio/ and k8s/ with the image and its digest: make mesh REGISTRY=... [TAG=...] [DIGEST=...]
+	@test -n "$(REGISTRY)" || { echo "usage: make mesh REGISTRY=host[:port][/path] [TAG=x.y.z] [DIGEST=sha256 hex of a Docker-built image]"; exit 2; }
+	@$(if $(DIGEST),true,$(MAKE) --no-print-directory oci)
+	$(VENV)/bin/python scripts/mesh.py render --out $(MESH_OUT) --image $(REGISTRY)/llm-gateway:$(TAG) --layout $(OCI_DIR) $(if $(DIGEST),--digest $(DIGEST))
+
+mesh-generate: ## Regenerate istio/, k8s/ and tests/e2e/ingress files from k8s/plugin-config.json and envoy/envoy.yaml
+	$(VENV)/bin/python scripts/mesh.py generate
 
 bench: build ## Benchmark vs plain Envoy and LiteLLM (bench/README.md; QUICK=1: smoke run, writes nothing)
 	@bash bench/setup.sh

@@ -30,3 +30,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/env
   .venv/bin/pip install --quiet -r tests/requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# `make push` and its test use skopeo; the test pushes to a local registry
+# (docker-registry). Both are Debian packages: installed when running as root
+# with apt (CI, a fresh machine); elsewhere the push test is skipped.
+if ! command -v skopeo >/dev/null || ! command -v docker-registry >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing skopeo and docker-registry (apt)"
+    apt-get update -qq >/dev/null && \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo docker-registry >/dev/null || \
+      echo "setup: apt install of skopeo/docker-registry failed; the push test will be skipped"
+  else
+    echo "setup: skopeo/docker-registry missing (apt-get install skopeo docker-registry); the push test is skipped"
+  fi
+fi

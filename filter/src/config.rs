@@ -30,9 +30,10 @@ impl ConfigError {
     pub fn serde<E: fmt::Display>(base: &str, e: serde_path_to_error::Error<E>) -> Self {
         let inner = e.path().to_string();
         let field = match (base.is_empty(), inner.as_str()) {
-            (true, "." | "?") => "(config)".to_string(),
+            // (An empty key, `{"": 1}`, is an empty path too.)
+            (true, "." | "?" | "") => "(config)".to_string(),
             (true, _) => inner,
-            (false, "." | "?") => base.to_string(),
+            (false, "." | "?" | "") => base.to_string(),
             (false, _) => format!("{base}.{inner}"),
         };
         ConfigError::new(field, e.into_inner().to_string())

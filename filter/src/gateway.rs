@@ -224,8 +224,11 @@ pub fn usage_reply(
             }
         }
     }
-    let asks_other =
-        all || want_team.is_some() || want_caller.as_deref().is_some_and(|c| c != me.id);
+    let asks_other = all
+        || want_team
+            .as_deref()
+            .is_some_and(|t| me.team.as_deref() != Some(t))
+        || want_caller.as_deref().is_some_and(|c| c != me.id);
     if asks_other && !me.admin {
         return ApiError::new(
             403,
@@ -712,8 +715,10 @@ impl Exchange {
         if let Some(ct) = self.translator.content_type() {
             head.set.push(("content-type".into(), ct.into()));
         }
-        // Non-streamed answers are held whole only when the provider must
-        // rewrite them; OpenAI-shaped ones go out as they arrive.
+        // Non-streamed answers are held whole when the provider must rewrite
+        // them, and OpenAI-shaped chat/completions answers to check them (a
+        // broken one becomes a 502, not a 200); embeddings go out as they
+        // arrive (they can be far larger than max_body_bytes).
         head.buffer = !self.stream && self.translator.needs_whole_body();
         head
     }
@@ -791,6 +796,22 @@ impl Exchange {
             None => self.translator.status(),
             Some(_) => self.mapped_status,
         }
+    }
+
+    /// The reply for a provider answer that must be read whole (translated
+    /// or an error) but is larger than `max_body_bytes`: a 502 the filter
+    /// sends itself, before Envoy's own buffer limit answers a bare
+    /// `500 Internal Server Error` (text/plain).
+    pub fn response_too_large(&self, cfg: &Config) -> Reply {
+        let name = &cfg.providers[self.provider].common().name;
+        self.shape.reply(ApiError::server(
+            502,
+            "upstream_response_too_large",
+            format!(
+                "The answer of provider {name} is larger than this gateway's limit of {} bytes.",
+                cfg.max_body_bytes
+            ),
+        ))
     }
 
     /// A `retry-after` (seconds) found in a provider error's body.

@@ -399,6 +399,8 @@ impl RequestView for Host {
 
 impl Http {
     fn reply(&mut self, r: Reply) -> Action {
+        self.status = r.status;
+        self.record(false);
         let mut headers: Vec<(&str, &str)> = r
             .headers
             .iter()
@@ -407,7 +409,6 @@ impl Http {
         if let Some(id) = &self.request_id {
             headers.push(("x-request-id", id.as_str()));
         }
-        self.status = r.status;
         if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
             log::warn!("llm-gateway: could not send a local reply: {e:?}");
         }
@@ -427,12 +428,23 @@ impl Http {
         }
         self.finished = true;
         self.settle_quota();
-        self.record();
+        self.record(true);
     }
 
     /// Metrics and the audit record of the request that ended (requests
     /// that got as far as an identified caller).
-    fn record(&mut self) {
+    /// The answer's last byte passes: the audit fields now, so that the
+    /// span Envoy finishes before `on_log` sees them too (see
+    /// envoy/examples/otel-tracing.yaml); `on_log` sets them again with the
+    /// final values.
+    fn response_done(&mut self) {
+        self.publish_tokens();
+        self.record(false);
+    }
+
+    /// Metrics (once, when the request ended: `done`) and the audit fields
+    /// of a request that got as far as an identified caller.
+    fn record(&mut self, done: bool) {
         let (Some(cfg), Some(caller)) = (self.config.clone(), self.caller) else {
             return;
         };
@@ -470,6 +482,14 @@ impl Http {
             stream: ex.is_some_and(|e| e.stream),
             quota,
         };
+        for (name, value) in o.audit() {
+            if let Err(e) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+                log::warn!("llm-gateway: could not set filter state {name}: {e:?}");
+            }
+        }
+        if !done {
+            return;
+        }
         let mut metrics = self.metrics.borrow_mut();
         for u in o.updates(cfg.metrics_by) {
             metrics.apply(&u);
@@ -477,12 +497,6 @@ impl Http {
         if self.in_flight_counted {
             if let (Some(m), Some(p)) = (model, provider) {
                 metrics.apply(&in_flight_update(&m.name, &p.name, -1));
-            }
-        }
-        drop(metrics);
-        for (name, value) in o.audit() {
-            if let Err(e) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
-                log::warn!("llm-gateway: could not set filter state {name}: {e:?}");
             }
         }
     }
@@ -774,7 +788,7 @@ impl HttpContext for Http {
                 headers.push(("retry-after".into(), secs.to_string()));
                 headers.push(("retry-after-ms".into(), (secs * 1000).to_string()));
             }
-            self.publish_tokens();
+            self.response_done();
             let status = head.status.unwrap_or(status);
             return self.reply(Reply {
                 status,
@@ -795,7 +809,7 @@ impl HttpContext for Http {
         }
         self.buffer_response = head.buffer;
         if end_of_stream {
-            self.publish_tokens();
+            self.response_done();
         }
         if head.buffer && !end_of_stream {
             // A whole answer read before it goes out (a translated answer or
@@ -816,6 +830,12 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         if self.buffer_response {
+            if body_size > cfg.max_body_bytes {
+                // Answer before Envoy's buffer limit does (its 500 is not
+                // OpenAI-shaped); the headers are still held.
+                let r = ex.response_too_large(&cfg);
+                return self.reply(r);
+            }
             if !end_of_stream {
                 return Action::Pause;
             }
@@ -845,7 +865,7 @@ impl HttpContext for Http {
                     }
                 }
             }
-            self.publish_tokens();
+            self.response_done();
             return Action::Continue;
         }
         if self.first_byte_ms.is_none() && body_size > 0 {
@@ -866,7 +886,7 @@ impl HttpContext for Http {
             }
         }
         if end_of_stream {
-            self.publish_tokens();
+            self.response_done();
         }
         Action::Continue
     }

@@ -35,6 +35,11 @@ impl SseParser {
 
     /// Feed one chunk; completed events are appended to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        if chunk.is_empty() {
+            // Envoy can hand over empty chunks (an empty HTTP/2 DATA frame):
+            // a `\r` that ended the previous chunk still waits for its `\n`.
+            return;
+        }
         let mut i = 0;
         if self.pending_cr {
             self.pending_cr = false;
@@ -192,6 +197,16 @@ mod tests {
     fn byte_by_byte() {
         let chunks: Vec<&[u8]> = STREAM.chunks(1).collect();
         assert_eq!(parse_all(&chunks), expected());
+    }
+
+    #[test]
+    fn empty_chunk_between_cr_and_lf() {
+        let want = parse_all(&[b"data: a\r\ndata: b\r\n\r\n"]);
+        assert_eq!(want.len(), 1);
+        assert_eq!(
+            parse_all(&[b"data: a\r", b"", b"\ndata: b\r", b"", b"", b"\n\r\n"]),
+            want
+        );
     }
 
     #[test]

@@ -22,7 +22,13 @@
 //! | `safety` | Gemini/Vertex: the candidate stops with `finishReason: SAFETY` |
 //! | `stream_exception=NAME` | Bedrock ConverseStream: an exception frame (`:exception-type: NAME`) mid-stream, then the end |
 //! | `badcrc` | Bedrock ConverseStream: one frame carries a wrong message CRC |
+//! | `reset=before_headers` | close the connection without sending any response (the request was read) |
+//! | `reset=mid_stream` | send the headers and the first half of the body (half the events of a stream, at least one; half the bytes of a whole answer), then abort the connection |
+//! | `trickle=MS` | send the body one byte per write, MS between bytes (whole answers keep their `content-length`) |
+//! | `trickle_max=N` | with `trickle`: only the first N bytes go one by one, the rest in one write |
+//! | `size=N[KB\|MB]` | like `bytes`: the reply content is N bytes (KB = 1024, MB = 1024²) of filler |
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +63,40 @@ pub struct Behavior {
     pub stream_exception: Option<String>,
     /// Bedrock ConverseStream: corrupt one frame's message CRC.
     pub badcrc: bool,
+    /// Abort the connection before the headers or half way through the body.
+    pub reset: Option<Reset>,
+    /// Send the body one byte per write with this delay between bytes.
+    pub trickle: Option<Duration>,
+    /// With `trickle`: how many bytes go one by one (the rest in one write).
+    pub trickle_max: Option<usize>,
+}
+
+/// Where `reset` aborts the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// The request was read, no response byte is sent.
+    BeforeHeaders,
+    /// Headers and half the body are sent.
+    MidStream,
+}
+
+/// Marker in a response's extensions: the server must drop the connection
+/// instead of sending this response (see [`crate::serve`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ResetConnection;
+
+/// `50MB`, `64KB`, `1000` → bytes.
+fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let upper = v.to_ascii_uppercase();
+    let (num, mul) = if let Some(n) = upper.strip_suffix("MB").or_else(|| upper.strip_suffix('M')) {
+        (n.to_string(), 1024 * 1024)
+    } else if let Some(n) = upper.strip_suffix("KB").or_else(|| upper.strip_suffix('K')) {
+        (n.to_string(), 1024)
+    } else {
+        (upper.clone(), 1)
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(mul)
 }
 
 impl Behavior {
@@ -118,6 +158,16 @@ impl Behavior {
                     self.stream_exception = (!v.is_empty()).then(|| v.to_string())
                 }
                 "badcrc" => self.badcrc = v.is_empty() || v == "1" || v == "true",
+                "reset" => {
+                    self.reset = match v {
+                        "before_headers" => Some(Reset::BeforeHeaders),
+                        "mid_stream" | "mid_body" => Some(Reset::MidStream),
+                        _ => None,
+                    }
+                }
+                "trickle" => self.trickle = ms(),
+                "trickle_max" => self.trickle_max = v.parse().ok(),
+                "size" => self.bytes = parse_size(v),
                 _ => {}
             }
         }
@@ -130,8 +180,12 @@ impl Behavior {
     }
 
     /// Applies the transport-level knobs (`badjson`, `cut`, `drip`,
-    /// `nodone`) to a finished response.
+    /// `nodone`, `reset`, `trickle`) to a finished response.
     pub fn shape(&self, mut resp: Response<Body>) -> Response<Body> {
+        if self.reset == Some(Reset::BeforeHeaders) {
+            resp.extensions_mut().insert(ResetConnection);
+            return resp;
+        }
         if self.badjson && resp.status() == StatusCode::OK {
             if let Some(full) = resp.body().as_full() {
                 let keep = truncate_point(full);
@@ -177,9 +231,63 @@ impl Behavior {
                 None => Body::Full(b),
             },
         };
+        let body = match (self.reset, body) {
+            (Some(Reset::MidStream), Body::Events(mut s)) => {
+                s.abort_after = Some((s.events.len() / 2).max(1));
+                Body::Events(s)
+            }
+            (Some(Reset::MidStream), Body::Full(b)) => {
+                let full = b.unwrap_or_default();
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+                let mut s = EventStream::new(Default::default());
+                let half = full.len() / 2;
+                if half > 0 {
+                    s.events.push_back(full.slice(..half));
+                }
+                s.abort_after = Some(s.events.len());
+                Body::Events(s)
+            }
+            (_, body) => body,
+        };
+        let body = match (self.trickle, body) {
+            (Some(delay), Body::Full(b)) => {
+                let full = b.unwrap_or_default();
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+                let mut s = EventStream::new(trickle_frames(&full, self.trickle_max));
+                s.drip = Some(delay);
+                Body::Events(s)
+            }
+            (Some(delay), Body::Events(mut s)) => {
+                let mut all = Vec::new();
+                for ev in s.events.drain(..) {
+                    all.extend_from_slice(&ev);
+                }
+                // A `cut` counts bytes now: keep the cut where it was.
+                s.abort_after = None;
+                s.events = trickle_frames(&all, self.trickle_max);
+                s.drip = Some(delay);
+                Body::Events(s)
+            }
+            (_, body) => body,
+        };
         *resp.body_mut() = body;
         resp
     }
+}
+
+/// `bytes` as one-byte frames (the first `max` of them; the rest in one).
+fn trickle_frames(bytes: &[u8], max: Option<usize>) -> VecDeque<Bytes> {
+    let n = max.unwrap_or(usize::MAX).min(bytes.len());
+    let mut out: VecDeque<Bytes> = bytes[..n]
+        .iter()
+        .map(|b| Bytes::copy_from_slice(&[*b]))
+        .collect();
+    if n < bytes.len() {
+        out.push_back(Bytes::copy_from_slice(&bytes[n..]));
+    }
+    out
 }
 
 /// Where to cut a JSON body so it is certainly invalid: half way, but at a
@@ -227,6 +335,29 @@ mod tests {
         assert!(b.sse_error);
         assert!(b.block && !b.safety && b.badcrc);
         assert_eq!(b.stream_exception.as_deref(), Some("throttlingException"));
+        let mut b = Behavior::default();
+        b.apply_spec("reset=before_headers,trickle=100,trickle_max=20,size=50MB");
+        assert_eq!(b.reset, Some(Reset::BeforeHeaders));
+        assert_eq!(b.trickle, Some(Duration::from_millis(100)));
+        assert_eq!(b.trickle_max, Some(20));
+        assert_eq!(b.bytes, Some(50 * 1024 * 1024));
+        b.apply_spec("reset=mid_stream,size=3kb,trickle=x");
+        assert_eq!(b.reset, Some(Reset::MidStream));
+        assert_eq!(b.bytes, Some(3072));
+        assert_eq!(b.trickle, None);
+        b.apply_spec("reset=sideways,size=12");
+        assert_eq!((b.reset, b.bytes), (None, Some(12)));
+    }
+
+    #[test]
+    fn trickle_frames_split() {
+        let f = trickle_frames(b"abcdef", Some(3));
+        assert_eq!(
+            f,
+            ["a", "b", "c", "def"].map(|s| Bytes::from_static(s.as_bytes()))
+        );
+        assert_eq!(trickle_frames(b"ab", None).len(), 2);
+        assert_eq!(trickle_frames(b"", Some(3)).len(), 0);
     }
 
     #[test]

@@ -32,7 +32,6 @@ pub mod schema;
 pub mod sigv4;
 pub mod text;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -417,7 +416,23 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
+                async move {
+                    let resp = handle(state, req).await;
+                    // `reset=before_headers`: a service error makes hyper
+                    // drop the connection (HTTP/2: reset the stream) without
+                    // a response.
+                    if resp
+                        .extensions()
+                        .get::<behavior::ResetConnection>()
+                        .is_some()
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "llm-mock: connection reset before the headers on purpose",
+                        ));
+                    }
+                    Ok::<_, io::Error>(resp)
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

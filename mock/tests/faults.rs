@@ -425,3 +425,94 @@ async fn bytes_and_chunks() {
         );
     }
 }
+
+#[tokio::test]
+async fn reset_before_headers_sends_nothing() {
+    let m = Mock::start().await;
+    let out = raw(&m, "reset=before_headers").await;
+    assert_eq!(out, "", "no response byte may be sent");
+    // The connection is gone, not the server.
+    assert!(raw(&m, "").await.matches("data: ").count() > 3);
+}
+
+#[tokio::test]
+async fn reset_mid_stream_sends_half() {
+    let m = Mock::start().await;
+    let normal = raw(&m, "").await;
+    let cut = raw(&m, "reset=mid_stream").await;
+    let n_all = normal.matches("data: ").count();
+    let n_cut = cut.matches("data: ").count();
+    assert!(
+        n_cut >= 1 && n_cut <= n_all / 2 + 1,
+        "{n_cut} of {n_all}: {cut}"
+    );
+    assert!(!cut.ends_with("0\r\n\r\n"), "must not terminate: {cut}");
+    assert!(!cut.contains("[DONE]"));
+    // Whole answer: a content-length promising more than arrives.
+    let r = with_behavior(
+        &m,
+        "/v1/chat/completions",
+        "reset=mid_stream",
+        &chat("gpt-4o", "x"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.is_err());
+}
+
+#[tokio::test]
+async fn trickle_sends_one_byte_at_a_time() {
+    let m = Mock::start().await;
+    let t0 = Instant::now();
+    let mut r = with_behavior(
+        &m,
+        "/v1/chat/completions",
+        "trickle=20,trickle_max=10",
+        &chat("gpt-4o", "x"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let len: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    while let Some(c) = r.chunk().await.unwrap() {
+        chunks += 1;
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got.len(), len);
+    assert!(chunks >= 5, "{chunks} chunks");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(180),
+        "{:?}",
+        t0.elapsed()
+    );
+    let v: Value = serde_json::from_slice(&got).unwrap();
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("x"));
+    // A stream keeps its events.
+    let r = with_behavior(&m, "/v1/chat/completions", "trickle=1", &stream_req("a b")).await;
+    let text = r.text().await.unwrap();
+    assert_eq!(sse_data(&text).last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn size_with_unit() {
+    let m = Mock::start().await;
+    let (s, v) =
+        json(with_behavior(&m, "/v1/chat/completions", "size=2KB", &chat("gpt-4o", "x")).await)
+            .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        2048
+    );
+}

@@ -137,6 +137,13 @@ pub struct PassThrough {
     tail: Tail,
     /// The gateway asked for the usage chunk: take it out of the stream.
     hide_usage: bool,
+    /// A non-streamed chat or completions answer: read whole and checked
+    /// before it goes out, so a broken one becomes a clean 502 instead of a
+    /// 200 with half a document. (Embeddings, which can be tens of MB, pass
+    /// as they arrive.)
+    check_whole: bool,
+    /// The whole answer was not JSON.
+    invalid: bool,
 }
 
 impl PassThrough {
@@ -148,8 +155,14 @@ impl PassThrough {
     /// The reader for `req`'s answer (hiding the usage chunk the gateway
     /// asked for on the client's behalf).
     pub fn for_request(req: &ClientRequest<'_>) -> Self {
+        use crate::request::Endpoint;
         PassThrough {
             hide_usage: asks_usage_for_client(req),
+            check_whole: !req.stream
+                && matches!(
+                    req.endpoint,
+                    Endpoint::ChatCompletions | Endpoint::Completions
+                ),
             ..Self::default()
         }
     }
@@ -250,7 +263,7 @@ impl ResponseTranslator for PassThrough {
     }
 
     fn needs_whole_body(&self) -> bool {
-        false
+        self.check_whole
     }
 
     fn body_chunk(&mut self, chunk: &[u8], end_of_stream: bool) {
@@ -261,8 +274,16 @@ impl ResponseTranslator for PassThrough {
     }
 
     fn full_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            self.invalid = true;
+            return Some(crate::error::invalid_answer("it is not valid JSON").body());
+        }
         self.usage = openai_usage(body);
         None
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.invalid.then_some(502)
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -304,6 +325,33 @@ mod tests {
         t.body_chunk(br#"{"data":[],"usage":{"prompt_tok"#, false);
         t.body_chunk(br#"ens":4,"total_tokens":4}}"#, true);
         assert_eq!(t.usage().unwrap().prompt_tokens, 4);
+    }
+
+    #[test]
+    fn broken_whole_answer_is_a_502() {
+        let req = ClientRequest::parse(
+            crate::request::Endpoint::ChatCompletions,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let mut t = PassThrough::for_request(&req);
+        assert!(t.needs_whole_body());
+        let out = t
+            .full_body(br#"{"id":"chatcmpl-1","choices":[{"mess"#)
+            .unwrap();
+        assert_eq!(t.status(), Some(502));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("upstream_invalid_response"));
+        let mut ok = PassThrough::for_request(&req);
+        assert_eq!(ok.full_body(br#"{"usage":{"prompt_tokens":1}}"#), None);
+        assert_eq!(ok.status(), None);
+        let emb = ClientRequest::parse(
+            crate::request::Endpoint::Embeddings,
+            br#"{"model":"m","input":"x"}"#,
+        )
+        .unwrap();
+        assert!(!PassThrough::for_request(&emb).needs_whole_body());
     }
 
     #[test]
