@@ -4,7 +4,7 @@ rate limit filter and envoyproxy/ratelimit) from envoy/envoy.yaml, so the
 two never drift. Added, nothing else changed:
 
   - `quotas.global.descriptor_headers: true` in the plugin config (the filter
-    then sets x-llmgw-caller / x-llmgw-team / x-llmgw-model on every request
+    then sets the filter state wasm.llmgw_caller / _team / _model on every request
     it forwards, and filter state `llmgw_tokens` when the answer ends);
   - the HTTP filter `envoy.filters.http.ratelimit` after the Wasm filter and
     before the router, asking the gRPC cluster `ratelimit` (domain
@@ -29,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_ratelimit_config import (  # noqa: E402
-    DESCRIPTORS, DOMAIN, HEADERS, KINDS, TOKENS_FILTER_STATE)
+    DESCRIPTORS, DOMAIN, FILTER_STATE, KINDS, TOKENS_FILTER_STATE)
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "envoy" / "envoy.yaml"
@@ -162,6 +162,21 @@ def enable_descriptor_headers(text: str) -> str:
     return out
 
 
+def expr_action(key: str) -> dict:
+    """A descriptor entry read from the filter's filter state with a CEL
+    expression. When the state is absent (no team), evaluating fails and,
+    with skip_if_error false, Envoy sends no descriptor at all for this
+    rate limit (never one without the entry)."""
+    return {"extension": {
+        "name": "envoy.rate_limit_descriptors.expr",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor",
+            "descriptor_key": key,
+            "text": f"filter_state['{FILTER_STATE[key]}']",
+        },
+    }}
+
+
 def rate_limits() -> list[dict]:
     """Per kind and descriptor shape: requests count 1 on the request path;
     tokens are checked on the request path (hits_addend 0: the service only
@@ -170,8 +185,7 @@ def rate_limits() -> list[dict]:
     for kind in KINDS:
         for shape in DESCRIPTORS:
             actions = [{"generic_key": {"descriptor_value": kind}}]
-            actions += [{"request_headers": {"header_name": HEADERS[k], "descriptor_key": k}}
-                        for k in shape]
+            actions += [expr_action(k) for k in shape]
             if kind.startswith("requests"):
                 out.append({"actions": actions})
             else:

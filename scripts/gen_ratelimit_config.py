@@ -20,8 +20,8 @@ limits depend on the plugin config. For each limit kind K
     (generic_key=K, caller=C)            (generic_key=K, team=T)
     (generic_key=K, caller=C, model=M)   (generic_key=K, team=T, model=M)
 
-with C, T, M from the request headers x-llmgw-caller / x-llmgw-team /
-x-llmgw-model that the filter sets (team ones only when the caller has a
+with C, T, M from the filter state wasm.llmgw_caller / wasm.llmgw_team /
+wasm.llmgw_model that the filter sets (team ones only when the caller has a
 team). Requests count 1 on the request path; tokens are checked on the
 request path (hits_addend 0: over limit once the window's total passed the
 limit) and charged when the stream ends (hits_addend = the answer's tokens).
@@ -64,8 +64,11 @@ KINDS = {
 }
 #: Quota fields the rate limit service cannot enforce.
 LOCAL_ONLY = ("usd_per_day", "usd_per_month", "max_concurrent")
-#: Descriptor entry key -> request header the filter sets (global mode).
-HEADERS = {"caller": "x-llmgw-caller", "team": "x-llmgw-team", "model": "x-llmgw-model"}
+#: Descriptor entry key -> filter state the filter sets on every request it
+#: forwards (global mode), read by Envoy's `envoy.rate_limit_descriptors.expr`
+#: actions; no request header carries them, so nothing reaches a provider.
+FILTER_STATE = {"caller": "wasm.llmgw_caller", "team": "wasm.llmgw_team",
+                "model": "wasm.llmgw_model"}
 #: The descriptor shapes Envoy sends for every kind (after generic_key=kind).
 DESCRIPTORS = [("caller",), ("team",), ("caller", "model"), ("team", "model")]
 #: Filter state the filter sets when an answer ends (total tokens).

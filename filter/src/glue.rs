@@ -107,8 +107,9 @@ impl Store for SharedData {
     }
 }
 
-/// Request headers for Envoy's rate limit filter (quotas' global mode);
-/// never taken from a client.
+/// Request headers earlier versions set for Envoy's rate limit filter
+/// (quotas' global mode now uses filter state); still never taken from a
+/// client, so an old Envoy config cannot be fed spoofed descriptors.
 const DESCRIPTOR_HEADERS: [&str; 3] = ["x-llmgw-caller", "x-llmgw-team", "x-llmgw-model"];
 /// Filter state with the answer's tokens (`%FILTER_STATE(wasm.llmgw_tokens:PLAIN)%`).
 const TOKENS_PROPERTY: &str = "llmgw_tokens";
@@ -483,6 +484,11 @@ impl Http {
             quota,
         };
         for (name, value) in o.audit() {
+            if value.is_empty() {
+                // Absent rather than empty (the access log shows `-`; the
+                // rate limit descriptors of global mode skip it).
+                continue;
+            }
             if let Err(e) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
                 log::warn!("llm-gateway: could not set filter state {name}: {e:?}");
             }
@@ -693,12 +699,24 @@ impl HttpContext for Http {
                     self.in_flight_counted = true;
                 }
                 if cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+                    // Global mode: who is calling and which model, as filter
+                    // state for the rate limit filter's descriptors
+                    // (`envoy.rate_limit_descriptors.expr`); not as headers,
+                    // which would travel to the provider. No team: no state,
+                    // so Envoy sends no team descriptor.
                     let caller = &cfg.callers[f.exchange.caller];
-                    set_header(m, "x-llmgw-caller", Some(&caller.id));
-                    if let Some(t) = &caller.team {
-                        set_header(m, "x-llmgw-team", Some(t));
+                    let model = cfg.models[f.exchange.model].name.as_str();
+                    let team = caller.team.as_deref();
+                    for (k, v) in [
+                        ("llmgw_caller", Some(caller.id.as_str())),
+                        ("llmgw_team", team),
+                        ("llmgw_model", Some(model)),
+                    ] {
+                        let Some(v) = v else { continue };
+                        if let Err(e) = hostcalls::set_property(vec![k], Some(v.as_bytes())) {
+                            log::warn!("llm-gateway: could not set filter state {k}: {e:?}");
+                        }
                     }
-                    set_header(m, "x-llmgw-model", Some(&cfg.models[f.exchange.model].name));
                 }
                 set_header(m, ":path", Some(&f.upstream.path));
                 set_header(m, ":authority", Some(&f.upstream.authority));

@@ -138,15 +138,20 @@ def wait_done(rls, n=1, timeout=5.0):
 # ------------------------------------------------------------------ descriptors
 
 @pytest.mark.parametrize("who", ["demo", "rl-teamed", "rl-solo"])
-def test_request_descriptors_carry_caller_team_and_model(ggw, rls, keys, who):
+def test_request_descriptors_carry_caller_team_and_model(ggw, rls, keys, mock, who):
     key = gw.DEMO_KEY if who == "demo" else keys[who]
     team = {"demo": "demo-team", "rl-teamed": "rl-team", "rl-solo": None}[who]
     # The alias names the configured model gpt-4o-mini; a client's own
     # x-llmgw-* headers must not reach the descriptors.
+    said = gw.nonce("desc")
     r = ggw.http().post("/v1/chat/completions", headers={
         **gw.auth(key), "x-llmgw-caller": "someone-else", "x-llmgw-team": "other-team",
-        "x-llmgw-model": "gpt-4o"}, json=gw.chat_body("hi", model="gpt-4o-mini-2024-07-18"))
+        "x-llmgw-model": "gpt-4o"}, json=gw.chat_body(said, model="gpt-4o-mini-2024-07-18"))
     assert r.status_code == 200, r.text
+    # The descriptors come from filter state: the provider never learns who
+    # called (no x-llmgw-* header, the client's nor the filter's).
+    sent = mock.find_one(said)["headers"]
+    assert not {h for h in sent if h.startswith("x-llmgw-")}, sent
     calls = request_calls(rls.wait_for(lambda c: len(request_calls(c)) >= 1))
     assert len(calls) == 1
     c = calls[0]

@@ -108,10 +108,11 @@ def test_actions_send_the_descriptors_the_service_config_expects():
         kind = acts[0]["generic_key"]["descriptor_value"]
         shape = []
         for a in acts[1:]:
-            assert list(a) == ["request_headers"]
-            h = a["request_headers"]
-            assert rlgen.HEADERS[h["descriptor_key"]] == h["header_name"]
-            assert not h.get("skip_if_absent")  # no team header: no team descriptor at all
+            assert list(a) == ["extension"]
+            assert a["extension"]["name"] == "envoy.rate_limit_descriptors.expr"
+            h = a["extension"]["typed_config"]
+            assert h["text"] == f"filter_state['{rlgen.FILTER_STATE[h['descriptor_key']]}']"
+            assert not h.get("skip_if_error")  # no team state: no team descriptor at all
             shape.append(h["descriptor_key"])
         if "apply_on_stream_done" in rl:
             assert rl["apply_on_stream_done"] is True

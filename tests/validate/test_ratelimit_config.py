@@ -59,7 +59,7 @@ def sent_descriptors(caller: str, team: str | None, model: str, kind: str):
     out = []
     for shape in gen.DESCRIPTORS:
         if any(values[k] is None for k in shape):
-            continue  # request_headers action without its header: no descriptor
+            continue  # expr action without its filter state: no descriptor
         out.append([("generic_key", kind)] + [(k, values[k]) for k in shape])
     return out
 
