@@ -573,8 +573,13 @@ def machine_info() -> dict:
         r = subprocess.run([str(pip), "show", "litellm"], capture_output=True, text=True)
         mm = re.search(r"^Version: (\S+)", r.stdout, re.M)
         litellm_v = mm.group(1) if mm else "?"
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always"],
                          capture_output=True, text=True).stdout.strip()
+    # Dirty = changed sources; the bench's own outputs do not count.
+    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", ".",
+                              ":!bench/results.md", ":!bench/*.json", ":!bench/*.png"],
+                             capture_output=True, text=True).stdout.strip()
+    git += "-dirty" if changed else ""
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
         "kernel": os.uname().release,

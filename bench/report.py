@@ -109,13 +109,10 @@ def bench_markdown(result) -> str:
                  f"filter config: 50 models, 1 000 callers, quotas "
                  f"{'on' if i['quotas'] else '**off** (the filter on this commit does not accept `quotas` yet)'}.")
     lb, la = i["load_before"], i.get("load_after", ["?"] * 3)
-    lines.append(f"- Load average before: {' '.join(lb)}, after: {' '.join(la)}. "
-                 + ("Other processes (other agents' builds and tests on this shared 2-core machine) "
-                    "were likely running during the run: the load before it was above 0.5, so absolute "
-                    "numbers are noisy; the interleaved repeats keep the comparisons fair."
-                    if float(lb[0]) > 0.5 else
-                    "The machine was otherwise idle at the start (load ≤ 0.5); other agents share it, so "
-                    "some runs may still have overlapped their work."))
+    lines.append(f"- Load average before: {' '.join(lb)}, after: {' '.join(la)} (2 cores; the profile step, which "
+                 "runs just before the bench, is in the 'before' figure). The machine is shared with other agents' "
+                 "builds and tests; a 1-minute load well above what the bench itself makes means some runs overlapped "
+                 "their work. The interleaved repeats keep the comparisons fair.")
     lines.append(f"- Run lengths: {', '.join(f'{k} {v}' for k, v in result['seconds'].items())} "
                  "(seconds; `drip_requests` = requests per repeat). wrk for the non-streaming rows "
                  "(its `--latency` percentiles), the bench's raw-socket client for streams "
@@ -256,8 +253,8 @@ def soak_markdown(result) -> str:
              f"**{result['total_requests']:,} requests in {result['elapsed_s']} s — "
              f"{'PASS' if result['passed'] else 'FAIL'}**. Load average before: {' '.join(i['load_before'])}, "
              f"after: {' '.join(i.get('load_after', ['?'] * 3))}"
-             + (" (other agents' work was running on this shared machine)." if float(i['load_before'][0]) > 0.5
-                else ".") + f" Quotas in the config: {'on' if result['quotas'] else 'off (not accepted by this commit)'}.",
+             + " (2 cores, shared with other agents; `make soak` right after `make bench` inherits its load)."
+             + f" Quotas in the config: {'on' if result['quotas'] else 'off (not accepted by this commit)'}.",
              "",
              f"Mix (wrk, 16 connections; weight, expected status): "
              + ", ".join(f"{n} {w} ({'/'.join(map(str, e))})" for n, w, e in result["mix"])
