@@ -381,11 +381,7 @@ fn now_unix_ms() -> u64 {
 
 /// The host clock, Unix seconds (0 if the host cannot tell).
 fn now_unix_seconds() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    now_unix_ms() / 1000
 }
 
 impl RequestView for Host {

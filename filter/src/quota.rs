@@ -923,7 +923,7 @@ pub fn admit(
             }
             Err(d) => {
                 // Give back what the earlier records counted.
-                release(store, &adm, now_ms);
+                cancel(store, &adm, now_ms);
                 return Err(d);
             }
         }
@@ -931,14 +931,10 @@ pub fn admit(
     Ok(adm)
 }
 
-/// Undo an admission entirely: the request is not counted at all (it was
-/// refused after the local admission, by the global rate limit service).
+/// Undo an admission entirely: the request is not counted at all (it never
+/// went out, or the global rate limit service refused it after the local
+/// admission).
 pub fn cancel(store: &dyn Store, adm: &Admission, now_ms: u64) {
-    release(store, adm, now_ms);
-}
-
-/// Undo an admission entirely (the request never went out).
-fn release(store: &dyn Store, adm: &Admission, now_ms: u64) {
     let now = Window::at(now_ms);
     for key in &adm.keys {
         let _ = update(

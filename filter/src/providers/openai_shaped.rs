@@ -16,12 +16,18 @@ pub fn body(
     req: &ClientRequest<'_>,
     model: &Model,
 ) -> Result<Vec<u8>, ApiError> {
-    let body = body_as_asked(common, req, model)?;
-    Ok(if asks_usage_for_client(req) {
-        with_usage_requested(req, body)
+    if !asks_usage_for_client(req) {
+        return body_as_asked(common, req, model, &[]);
+    }
+    // The client's own `stream_options` (if any) is dropped and written
+    // again with `include_usage: true`.
+    let drop: &[&str] = if req.field("stream_options").is_some() {
+        &["stream_options"]
     } else {
-        body
-    })
+        &[]
+    };
+    let body = body_as_asked(common, req, model, drop)?;
+    Ok(with_usage_requested(req, body))
 }
 
 /// A stream whose usage the gateway asks for although the client did not
@@ -38,8 +44,9 @@ pub fn asks_usage_for_client(req: &ClientRequest<'_>) -> bool {
         )
 }
 
-/// `body` (a JSON object the gateway built) with `stream_options` replaced by
-/// the client's own options plus `include_usage: true`.
+/// `body` (a JSON object the gateway built, without `stream_options`) with
+/// the client's stream options plus `include_usage: true` added before its
+/// closing brace; the rest of the bytes stay as they are.
 fn with_usage_requested(req: &ClientRequest<'_>, body: Vec<u8>) -> Vec<u8> {
     let mut opts = req
         .field("stream_options")
@@ -48,39 +55,35 @@ fn with_usage_requested(req: &ClientRequest<'_>, body: Vec<u8>) -> Vec<u8> {
         })
         .unwrap_or_default();
     opts.insert("include_usage".into(), serde_json::Value::Bool(true));
-    let Ok(opts) = serde_json::to_vec(&opts) else {
+    let (Ok(opts), Some(end)) = (
+        serde_json::to_vec(&opts),
+        body.iter().rposition(|&b| b == b'}'),
+    ) else {
         return body;
     };
-    // Rebuild without the client's `stream_options` (a parse of what we
-    // built ourselves; on any surprise the body stays as it was).
-    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(&body)
-    else {
-        return body;
-    };
-    top.remove("stream_options");
-    let Ok(mut out) = serde_json::to_vec(&top) else {
-        return body;
-    };
-    if out.pop() != Some(b'}') {
-        return body;
-    }
-    if out.len() > 1 {
+    let empty = body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut out = Vec::with_capacity(body.len() + opts.len() + 20);
+    out.extend_from_slice(&body[..end]);
+    if !empty {
         out.push(b',');
     }
     out.extend_from_slice(b"\"stream_options\":");
     out.extend_from_slice(&opts);
-    out.push(b'}');
+    out.extend_from_slice(&body[end..]);
     out
 }
 
+/// The body with the model renamed, unknown parameters handled per the
+/// provider's setting, and the top-level fields in `drop` removed.
 fn body_as_asked(
     common: &ProviderCommon,
     req: &ClientRequest<'_>,
     model: &Model,
+    drop: &[&str],
 ) -> Result<Vec<u8>, ApiError> {
     let known = req.endpoint.known_params();
     match common.unknown_params {
-        UnknownParams::Pass => Ok(req.rewrite(&model.upstream, &[])),
+        UnknownParams::Pass => Ok(req.rewrite(&model.upstream, drop)),
         UnknownParams::Reject => match req.unknown_param(known) {
             Some(p) => Err(ApiError::invalid_param(
                 p,
@@ -90,7 +93,7 @@ fn body_as_asked(
                     crate::error::echo(p)
                 ),
             )),
-            None => Ok(req.rewrite(&model.upstream, &[])),
+            None => Ok(req.rewrite(&model.upstream, drop)),
         },
         UnknownParams::Drop => {
             let unknown: Vec<&str> = req
@@ -98,6 +101,7 @@ fn body_as_asked(
                 .iter()
                 .map(|(k, _)| k.as_str())
                 .filter(|k| !known.contains(k))
+                .chain(drop.iter().copied())
                 .collect();
             Ok(req.rewrite(&model.upstream, &unknown))
         }
