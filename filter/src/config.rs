@@ -69,6 +69,67 @@ struct RawConfig {
     quotas: Option<crate::quota::RawQuotas>,
     #[serde(default)]
     metrics: Option<RawMetrics>,
+    #[serde(default)]
+    routing: Option<RawRouting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    endpoint_header: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<usize>,
+    #[serde(default)]
+    cooldown: Option<RawCooldown>,
+    #[serde(default)]
+    pinning: Vec<RawPin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCooldown {
+    failures: u32,
+    window_seconds: u64,
+    seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    caller: Option<String>,
+    #[serde(default)]
+    regions: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    #[serde(default)]
+    name: Option<String>,
+    provider: String,
+    #[serde(default)]
+    upstream_model: Option<String>,
+    endpoint: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    priority: u32,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,9 +202,18 @@ struct RawModel {
     name: String,
     #[serde(default)]
     aliases: Vec<String>,
-    provider: String,
+    #[serde(default)]
+    provider: Option<String>,
     #[serde(default)]
     upstream_model: Option<String>,
+    #[serde(default)]
+    deployments: Vec<RawDeployment>,
+    #[serde(default)]
+    strategy: Option<crate::routing::Strategy>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    #[serde(default)]
+    context_window_fallback: Option<String>,
     #[serde(default)]
     kind: Option<ModelKind>,
     #[serde(default)]
@@ -248,6 +318,26 @@ pub struct Model {
     /// Completion tokens a request without `max_tokens` reserves against
     /// token quotas (else `quotas.default_reserve_tokens`).
     pub reserve_tokens: Option<u64>,
+    /// Deployments serving the model (indices in `Config::deployments`;
+    /// empty: the model is served by `provider` alone, without routing).
+    /// With deployments, `provider` and `upstream` are the first one's.
+    pub deployments: Vec<usize>,
+    pub strategy: crate::routing::Strategy,
+    /// Models (with deployments) to try, in order, when every deployment of
+    /// this one failed.
+    pub fallbacks: Vec<usize>,
+    /// The model that takes prompts larger than `context_window`.
+    pub context_fallback: Option<usize>,
+}
+
+impl Model {
+    /// This model as served by deployment `d` (its provider and name).
+    pub fn deployed(&self, d: &crate::routing::Deployment) -> Model {
+        let mut m = self.clone();
+        m.provider = d.provider;
+        m.upstream = d.upstream.clone();
+        m
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +448,10 @@ pub struct Config {
     pub quotas: Option<crate::quota::Quotas>,
     /// Whose usage the metrics label (see [`crate::telemetry`]).
     pub metrics_by: crate::telemetry::LabelBy,
+    /// Every model's deployments; name → index in `deployment_index`.
+    pub deployments: Vec<crate::routing::Deployment>,
+    pub deployment_index: HashMap<String, usize>,
+    pub routing: crate::routing::Routing,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -473,6 +567,192 @@ fn trust(
         ));
     }
     Ok(t)
+}
+
+/// One of a model's deployments, validated.
+fn deployment(
+    d: &RawDeployment,
+    path: &str,
+    model_name: &str,
+    model: usize,
+    kind: ModelKind,
+    provider_index: &HashMap<String, usize>,
+    providers: &[Box<dyn Provider>],
+) -> Result<crate::routing::Deployment, ConfigError> {
+    let provider = *provider_index.get(&d.provider).ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.provider"),
+            format!("unknown provider '{}'", d.provider),
+        )
+    })?;
+    if !providers[provider].supports(kind) {
+        return Err(ConfigError::new(
+            format!("{path}.provider"),
+            format!(
+                "provider '{}' cannot serve {} models",
+                d.provider,
+                kind.as_str()
+            ),
+        ));
+    }
+    let name = d
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{model_name}@{}", d.provider));
+    if !valid_name(&name) || name.contains('/') {
+        return Err(ConfigError::new(
+            format!("{path}.name"),
+            "must be a non-empty name without spaces or '/'",
+        ));
+    }
+    let upstream = d
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| model_name.to_string());
+    if !valid_name(&upstream) {
+        return Err(ConfigError::new(
+            format!("{path}.upstream_model"),
+            "must be a non-empty name without spaces",
+        ));
+    }
+    if d.endpoint.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ConfigError::new(
+            format!("{path}.endpoint"),
+            "must be the IP:port of this deployment's endpoint in the routing cluster \
+             (e.g. 127.0.0.1:10001; Envoy's override_host policy matches addresses, not names)",
+        ));
+    }
+    let weight = d.weight.unwrap_or(1);
+    if !(1..=1_000_000).contains(&weight) {
+        return Err(ConfigError::new(
+            format!("{path}.weight"),
+            "must be between 1 and 1000000",
+        ));
+    }
+    for (field, v) in [("rpm", d.rpm), ("tpm", d.tpm)] {
+        if v == Some(0) {
+            return Err(ConfigError::new(
+                format!("{path}.{field}"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+    }
+    if let Some(r) = &d.region {
+        if !valid_name(r) {
+            return Err(ConfigError::new(
+                format!("{path}.region"),
+                "must be a non-empty name without spaces",
+            ));
+        }
+    }
+    for (j, t) in d.tags.iter().enumerate() {
+        if !valid_name(t) {
+            return Err(ConfigError::new(
+                format!("{path}.tags[{j}]"),
+                "must be a non-empty name without spaces",
+            ));
+        }
+    }
+    Ok(crate::routing::Deployment {
+        name,
+        model,
+        provider,
+        upstream,
+        endpoint: d.endpoint.clone(),
+        weight,
+        priority: d.priority,
+        rpm: d.rpm,
+        tpm: d.tpm,
+        region: d.region.clone(),
+        tags: d.tags.clone(),
+    })
+}
+
+fn routing(
+    raw: Option<RawRouting>,
+    callers: &[Caller],
+) -> Result<crate::routing::Routing, ConfigError> {
+    let mut r = crate::routing::Routing::default();
+    let Some(raw) = raw else {
+        return Ok(r);
+    };
+    if let Some(c) = raw.cluster {
+        if c.is_empty() || c.contains(['\r', '\n', '\0']) {
+            return Err(ConfigError::new(
+                "routing.cluster",
+                "must name the Envoy cluster",
+            ));
+        }
+        r.cluster = c;
+    }
+    if let Some(h) = raw.endpoint_header {
+        if !valid_header_name(&h) {
+            return Err(ConfigError::new(
+                "routing.endpoint_header",
+                "must be a lower-case header name",
+            ));
+        }
+        r.endpoint_header = h;
+    }
+    if let Some(n) = raw.max_attempts {
+        if !(1..=10).contains(&n) {
+            return Err(ConfigError::new(
+                "routing.max_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        r.max_attempts = n;
+    }
+    if let Some(c) = raw.cooldown {
+        if c.failures > 0 && (c.window_seconds == 0 || c.seconds == 0) {
+            return Err(ConfigError::new(
+                "routing.cooldown",
+                "window_seconds and seconds must be at least 1 (failures: 0 turns cooldown off)",
+            ));
+        }
+        if c.window_seconds > 86_400 || c.seconds > 86_400 {
+            return Err(ConfigError::new(
+                "routing.cooldown",
+                "window_seconds and seconds are at most 86400",
+            ));
+        }
+        r.cooldown = crate::routing::Cooldown {
+            failures: c.failures,
+            window_ms: c.window_seconds * 1000,
+            cooldown_ms: c.seconds * 1000,
+        };
+    }
+    for (i, p) in raw.pinning.into_iter().enumerate() {
+        let path = format!("routing.pinning[{i}]");
+        match (&p.team, &p.caller) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ConfigError::new(
+                    path,
+                    "a pin names either a team or a caller",
+                ))
+            }
+            (None, Some(c)) if !callers.iter().any(|x| &x.id == c) => {
+                return Err(ConfigError::new(
+                    format!("{path}.caller"),
+                    format!("unknown caller '{c}'"),
+                ))
+            }
+            _ => {}
+        }
+        if p.regions.is_empty() && p.tags.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.regions"),
+                "a pin needs regions or tags",
+            ));
+        }
+        r.pins.push(crate::routing::Pin {
+            team: p.team,
+            caller: p.caller,
+            regions: p.regions,
+            tags: p.tags,
+        });
+    }
+    Ok(r)
 }
 
 impl Config {
@@ -655,6 +935,10 @@ impl Config {
         }
         let mut models = Vec::new();
         let mut model_index: HashMap<String, usize> = HashMap::new();
+        let mut deployments: Vec<crate::routing::Deployment> = Vec::new();
+        let mut deployment_index: HashMap<String, usize> = HashMap::new();
+        type Links = (usize, Vec<String>, Option<String>);
+        let mut pending_links: Vec<Links> = Vec::new();
         for (i, m) in raw.models.into_iter().enumerate() {
             let path = format!("models[{i}]");
             if !valid_name(&m.name) {
@@ -663,30 +947,95 @@ impl Config {
                     "must be a non-empty name without spaces, at most 256 bytes",
                 ));
             }
-            let provider = *provider_index.get(&m.provider).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.provider"),
-                    format!("unknown provider '{}'", m.provider),
-                )
-            })?;
             let kind = m.kind.unwrap_or(ModelKind::Chat);
-            if !providers[provider].supports(kind) {
+            let idx = models.len();
+            let mut deps = Vec::new();
+            let (provider, upstream) = match (&m.provider, m.deployments.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.provider"),
+                        "a model has either a provider or deployments, not both",
+                    ))
+                }
+                (None, true) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.provider"),
+                        "a model needs a provider (or deployments)",
+                    ))
+                }
+                (Some(pname), true) => {
+                    let provider = *provider_index.get(pname).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{path}.provider"),
+                            format!("unknown provider '{pname}'"),
+                        )
+                    })?;
+                    if !providers[provider].supports(kind) {
+                        return Err(ConfigError::new(
+                            format!("{path}.kind"),
+                            format!("provider '{pname}' cannot serve {} models", kind.as_str()),
+                        ));
+                    }
+                    let upstream = m.upstream_model.clone().unwrap_or_else(|| m.name.clone());
+                    if !valid_name(&upstream) {
+                        return Err(ConfigError::new(
+                            format!("{path}.upstream_model"),
+                            "must be a non-empty name without spaces",
+                        ));
+                    }
+                    (provider, upstream)
+                }
+                (None, false) => {
+                    if m.upstream_model.is_some() {
+                        return Err(ConfigError::new(
+                            format!("{path}.upstream_model"),
+                            "set upstream_model on each deployment",
+                        ));
+                    }
+                    for (j, d) in m.deployments.iter().enumerate() {
+                        let dpath = format!("{path}.deployments[{j}]");
+                        let dep =
+                            deployment(d, &dpath, &m.name, idx, kind, &provider_index, &providers)?;
+                        if deployment_index.contains_key(&dep.name) {
+                            return Err(ConfigError::new(
+                                format!("{dpath}.name"),
+                                format!("duplicate deployment name '{}'", dep.name),
+                            ));
+                        }
+                        if let Some(other) = deployments
+                            .iter()
+                            .find(|o: &&crate::routing::Deployment| o.endpoint == dep.endpoint)
+                        {
+                            return Err(ConfigError::new(
+                                format!("{dpath}.endpoint"),
+                                format!(
+                                    "endpoint {} is already deployment '{}''s: each deployment \
+                                     needs its own endpoint in the routing cluster",
+                                    dep.endpoint, other.name
+                                ),
+                            ));
+                        }
+                        deployment_index.insert(dep.name.clone(), deployments.len());
+                        deps.push(deployments.len());
+                        deployments.push(dep);
+                    }
+                    let first = &deployments[deps[0]];
+                    (first.provider, first.upstream.clone())
+                }
+            };
+            if m.strategy.is_some() && deps.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{path}.kind"),
-                    format!(
-                        "provider '{}' cannot serve {} models",
-                        m.provider,
-                        kind.as_str()
-                    ),
+                    format!("{path}.strategy"),
+                    "only a model with deployments has a strategy",
                 ));
             }
-            let upstream = m.upstream_model.unwrap_or_else(|| m.name.clone());
-            if !valid_name(&upstream) {
+            if !m.fallbacks.is_empty() && deps.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{path}.upstream_model"),
-                    "must be a non-empty name without spaces",
+                    format!("{path}.fallbacks"),
+                    "only a model with deployments has fallbacks",
                 ));
             }
+            pending_links.push((idx, m.fallbacks.clone(), m.context_window_fallback.clone()));
             let price = match m.price {
                 None => Price::default(),
                 Some(p) => Price {
@@ -701,7 +1050,6 @@ impl Config {
                     },
                 },
             };
-            let idx = models.len();
             for (j, n) in std::iter::once(&m.name).chain(m.aliases.iter()).enumerate() {
                 let field = if j == 0 {
                     format!("{path}.name")
@@ -733,7 +1081,69 @@ impl Config {
                 created: m.created.unwrap_or(1_700_000_000),
                 drop_unsupported_params: m.drop_unsupported_params,
                 reserve_tokens: m.reserve_tokens,
+                deployments: deps,
+                strategy: m.strategy.unwrap_or_default(),
+                fallbacks: Vec::new(),
+                context_fallback: None,
             });
+        }
+        // Fallbacks name other models: resolved once all are known.
+        for (idx, fallbacks, ctx) in pending_links {
+            let path = format!("models[{idx}]");
+            for (j, f) in fallbacks.iter().enumerate() {
+                let field = format!("{path}.fallbacks[{j}]");
+                let fi = *model_index.get(f).ok_or_else(|| {
+                    ConfigError::new(&field, format!("'{f}' is not a model name or alias"))
+                })?;
+                if fi == idx || models[idx].fallbacks.contains(&fi) {
+                    return Err(ConfigError::new(field, "must name another model, once"));
+                }
+                if models[fi].deployments.is_empty() {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "'{f}' has no deployments: a fallback is tried through the routing \
+                             cluster, so it needs deployments"
+                        ),
+                    ));
+                }
+                if models[fi].kind != models[idx].kind {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("'{f}' is not a {} model", models[idx].kind.as_str()),
+                    ));
+                }
+                models[idx].fallbacks.push(fi);
+            }
+            if let Some(c) = ctx {
+                let field = format!("{path}.context_window_fallback");
+                let ci = *model_index.get(&c).ok_or_else(|| {
+                    ConfigError::new(&field, format!("'{c}' is not a model name or alias"))
+                })?;
+                let (this, other) = (&models[idx], &models[ci]);
+                if ci == idx || other.kind != this.kind {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("must name another {} model", this.kind.as_str()),
+                    ));
+                }
+                match (this.context_window, other.context_window) {
+                    (None, _) => {
+                        return Err(ConfigError::new(
+                            field,
+                            "needs the model's context_window (the size that sends a prompt to the fallback)",
+                        ))
+                    }
+                    (Some(a), Some(b)) if b <= a => {
+                        return Err(ConfigError::new(
+                            field,
+                            format!("'{c}' has no larger context_window ({b} ≤ {a})"),
+                        ))
+                    }
+                    _ => {}
+                }
+                models[idx].context_fallback = Some(ci);
+            }
         }
         let default_model = match raw.default_model {
             None => None,
@@ -872,7 +1282,12 @@ impl Config {
             })?),
         };
 
+        let routing = routing(raw.routing, &callers)?;
+
         Ok(Config {
+            deployments,
+            deployment_index,
+            routing,
             quotas,
             metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
@@ -929,6 +1344,26 @@ impl Config {
     pub fn bearer_key(&self, index: usize) -> Option<String> {
         let p = self.providers.get(index)?;
         p.token_source().map(|_| token::key_for(&p.common().name))
+    }
+
+    /// Request headers an attempt of a routed request may have set for its
+    /// provider (credentials, version and signature headers). Envoy's
+    /// attempts share one request header map, so the upstream filter removes
+    /// all of them before it sets the next attempt's own.
+    pub fn attempt_headers(&self) -> Vec<String> {
+        let mut out: Vec<String> = crate::gateway::STRIP_REQUEST_HEADERS
+            .iter()
+            .chain(["x-amz-date", "x-amz-content-sha256", "content-type"].iter())
+            .map(|s| s.to_string())
+            .collect();
+        for p in &self.providers {
+            if let crate::providers::Credential::Header { header, .. } = &p.common().credential {
+                out.push(header.clone());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Look a model up by name or alias.

@@ -80,6 +80,11 @@ pub struct Forward {
     /// What the request reserves against the caller's quotas (`None`: the
     /// request is not counted, e.g. Anthropic's count_tokens).
     pub reserve: Option<crate::quota::Ask>,
+    /// The model has deployments: the glue plans the attempts
+    /// ([`crate::routing::plan`]) and sends the request to the routing
+    /// cluster untranslated; `upstream` and `exchange` are what the first
+    /// deployment that can take it would get (for checks and refusals).
+    pub routed: bool,
 }
 
 impl Forward {
@@ -144,6 +149,8 @@ pub struct Exchange {
     mapped_retry_after: Option<u64>,
     /// The shape mapped errors take (the client's API's).
     shape: ErrorShape,
+    /// The deployment that serves it (routed models).
+    pub deployment: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,6 +567,7 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
         let name = req.model.as_ref().map(|m| m.0.as_str()).unwrap_or("");
         return Err(fail(ApiError::model_not_found(name)));
     };
+    let model_idx = context_window(cfg, model_idx, pending.endpoint, body.len()).map_err(fail)?;
     let model = &cfg.models[model_idx];
     let want = endpoint_kind(pending.endpoint);
     if model.kind != want {
@@ -581,29 +589,145 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
     }
     let reserve = (pending.endpoint != Endpoint::CountTokens)
         .then(|| reservation(cfg, model, &req, body.len()));
-    if pending.endpoint.is_anthropic() {
-        return anthropic_messages::forward(cfg, pending, &req, model_idx).map(|mut f| {
-            f.reserve = reserve;
-            f
-        });
+    let mut f = if model.deployments.is_empty() {
+        build(cfg, pending, &req, model_idx, None)?
+    } else {
+        // The first deployment that can take the request (the others are
+        // checked when the glue plans the attempts).
+        let mut first_err = None;
+        let mut found = None;
+        for &d in &model.deployments {
+            match build(cfg, pending, &req, model_idx, Some(d)) {
+                Ok(f) => {
+                    found = Some(f);
+                    break;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match (found, first_err) {
+            (Some(mut f), _) => {
+                f.routed = true;
+                f
+            }
+            (None, Some(e)) => return Err(e),
+            (None, None) => return Err(fail(ApiError::model_not_found(&model.name))),
+        }
+    };
+    f.reserve = reserve;
+    Ok(f)
+}
+
+/// The request for `model` as deployment `deployment` (or the model's own
+/// provider) serves it.
+fn build(
+    cfg: &Config,
+    pending: &Pending,
+    req: &ClientRequest<'_>,
+    model_idx: usize,
+    deployment: Option<usize>,
+) -> Result<Forward, Reply> {
+    let shape = ErrorShape::for_endpoint(pending.endpoint);
+    let deployed;
+    let model = match deployment {
+        Some(d) => {
+            deployed = cfg.models[model_idx].deployed(&cfg.deployments[d]);
+            &deployed
+        }
+        None => &cfg.models[model_idx],
+    };
+    let mut f = if pending.endpoint.is_anthropic() {
+        anthropic_messages::forward(cfg, pending, req, model_idx, model)?
+    } else {
+        let provider = cfg.provider(model);
+        let upstream = provider
+            .build_request(req, model)
+            .map_err(|e| shape.reply(e))?;
+        let translator = provider.response_translator(req);
+        Forward {
+            cluster: provider.common().cluster.clone(),
+            upstream,
+            bearer_from_shared: cfg.bearer_key(model.provider),
+            reserve: None,
+            routed: false,
+            exchange: Exchange::new(
+                model.provider,
+                model_idx,
+                pending.caller,
+                req.stream,
+                translator,
+                shape,
+            ),
+        }
+    };
+    f.exchange.deployment = deployment;
+    Ok(f)
+}
+
+/// Attempt `deployment` of a routed request: the request translated for
+/// its provider (the upstream filter, once per attempt), or the answer
+/// handling for the deployment that answered (the downstream filter).
+/// `model_idx` is the model the downstream filter resolved (context-window
+/// fallback included); the deployment may be a fallback model's.
+pub fn forward_for(
+    cfg: &Config,
+    pending: &Pending,
+    body: &[u8],
+    model_idx: usize,
+    deployment: usize,
+) -> Result<Forward, Reply> {
+    let shape = ErrorShape::for_endpoint(pending.endpoint);
+    let req = ClientRequest::parse(pending.endpoint, body).map_err(|e| shape.reply(e))?;
+    let d = cfg
+        .deployments
+        .get(deployment)
+        .ok_or_else(|| shape.reply(ApiError::model_not_found("")))?;
+    let mut f = build(cfg, pending, &req, d.model, Some(deployment))?;
+    // Prices and quotas stay the asked model's.
+    f.exchange.model = model_idx;
+    f.routed = true;
+    Ok(f)
+}
+
+/// The model that serves a prompt of `body_len` bytes: `model_idx`, or
+/// its `context_window_fallback` when the prompt (estimated at 4 bytes a
+/// token) is larger than its `context_window`; without a fallback, a 400
+/// `context_length_exceeded`.
+fn context_window(
+    cfg: &Config,
+    model_idx: usize,
+    endpoint: Endpoint,
+    body_len: usize,
+) -> Result<usize, ApiError> {
+    let mut idx = model_idx;
+    // A chain of fallbacks, each larger (checked at configuration time).
+    for _ in 0..=cfg.models.len() {
+        let m = &cfg.models[idx];
+        let Some(window) = m.context_window else {
+            return Ok(idx);
+        };
+        let estimate = (body_len / 4) as u64;
+        if endpoint == Endpoint::CountTokens || estimate <= u64::from(window) {
+            return Ok(idx);
+        }
+        match m.context_fallback {
+            Some(next) => idx = next,
+            None => {
+                return Err(ApiError::invalid_param(
+                    "messages",
+                    "context_length_exceeded",
+                    format!(
+                        "This model's maximum context length is {window} tokens. However, your \
+                         messages resulted in about {estimate} tokens (estimated from the request \
+                         size). Please reduce the length of the messages."
+                    ),
+                ))
+            }
+        }
     }
-    let provider = cfg.provider(model);
-    let upstream = provider.build_request(&req, model).map_err(fail)?;
-    let translator = provider.response_translator(&req);
-    Ok(Forward {
-        cluster: provider.common().cluster.clone(),
-        upstream,
-        bearer_from_shared: cfg.bearer_key(model.provider),
-        reserve,
-        exchange: Exchange::new(
-            model.provider,
-            model_idx,
-            pending.caller,
-            req.stream,
-            translator,
-            shape,
-        ),
-    })
+    Ok(idx)
 }
 
 /// What a request reserves against token and spend quotas: the answer's
@@ -658,6 +782,7 @@ impl Exchange {
             mapped_status: None,
             mapped_retry_after: None,
             shape,
+            deployment: None,
         }
     }
 
@@ -670,12 +795,15 @@ impl Exchange {
         from_upstream: bool,
     ) -> ResponseHead {
         let p = cfg.providers[self.provider].common();
-        let m = &cfg.models[self.model];
+        let upstream = match self.deployment.and_then(|d| cfg.deployments.get(d)) {
+            Some(d) => d.upstream.clone(),
+            None => cfg.models[self.model].upstream.clone(),
+        };
         let mut head = ResponseHead {
             set: vec![
                 ("x-llm-provider".into(), p.name.clone()),
                 ("x-llm-provider-kind".into(), p.kind.as_str().into()),
-                ("x-llm-model".into(), m.upstream.clone()),
+                ("x-llm-model".into(), upstream),
             ],
             ..ResponseHead::default()
         };

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::gateway::{self, Exchange, Head, Pending, Reply};
 use crate::quota::{self, Admission, Store, StoreError};
+use crate::routing::{self, Attempt, Rng, RouteCtx, XorShift};
 use crate::telemetry::{self, MetricKind, Outcome};
 use crate::token::{self, Cached, TokenFetch};
 use proxy_wasm::hostcalls;
@@ -26,6 +27,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root {
             config: None,
+            upstream: false,
             fetches: Vec::new(),
             in_flight: Vec::new(),
             metrics: Rc::new(RefCell::new(Metrics::default())),
@@ -35,6 +37,9 @@ proxy_wasm::main! {{
 
 struct Root {
     config: Option<Rc<Config>>,
+    /// This root runs as the upstream HTTP filter of the routing cluster
+    /// (`root_id: llmgw-upstream`): it translates each attempt.
+    upstream: bool,
     /// Tokens this filter fetches itself (see [`crate::token`]).
     fetches: Vec<TokenFetch>,
     /// This VM's token fetches under way: (call id, index in `fetches`).
@@ -225,7 +230,19 @@ impl RootContext for Root {
                 return false;
             }
         };
+        self.upstream = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .is_some_and(|id| id == UPSTREAM_ROOT_ID.as_bytes());
         match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
+            Ok(c) if self.upstream => {
+                log::info!(
+                    "llm-gateway: configured as the routing cluster's upstream filter, {} deployments",
+                    c.deployments.len()
+                );
+                self.config = Some(Rc::new(c));
+                true
+            }
             Ok(c) => {
                 log::info!(
                     "llm-gateway: configured {} providers, {} models, {} callers",
@@ -288,6 +305,15 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.upstream {
+            return Some(Box::new(Upstream {
+                config: self.config.clone(),
+                metrics: self.metrics.clone(),
+                ctx: None,
+                deployment: None,
+                started_ms: 0,
+            }));
+        }
         Some(Box::new(Http {
             config: self.config.clone(),
             state: State::Idle,
@@ -307,6 +333,9 @@ impl RootContext for Root {
             finished: false,
             in_flight_counted: false,
             refused_globally: false,
+            routed: false,
+            deployment: None,
+            attempts: 0,
         }))
     }
 
@@ -321,6 +350,19 @@ enum State {
     Replied,
     AwaitBody(Pending),
     Forwarded(Box<Exchange>),
+    /// Sent to the routing cluster; which deployment answers is known at
+    /// the response headers.
+    Routed(Box<Routed>),
+}
+
+struct Routed {
+    pending: Pending,
+    body: Vec<u8>,
+    model: usize,
+    plan: Vec<usize>,
+    /// The answer handling for the plan's first deployment (used if the
+    /// answering one cannot be told).
+    first: Box<Exchange>,
 }
 
 struct Http {
@@ -351,6 +393,12 @@ struct Http {
     in_flight_counted: bool,
     /// Envoy's rate limit filter refused it (global mode).
     refused_globally: bool,
+    /// Sent to the routing cluster (a model with deployments).
+    routed: bool,
+    /// The deployment that answered (or was tried last), and how many
+    /// attempts it took.
+    deployment: Option<usize>,
+    attempts: u32,
 }
 
 /// Request headers and properties, read while the request headers are
@@ -425,7 +473,63 @@ impl Http {
         }
         self.finished = true;
         self.settle_quota();
+        self.close_attempt();
         self.record(true);
+    }
+
+    /// A routed request ended: its last attempt's end and its tokens go to
+    /// that deployment's shared stats (the upstream filter already counted
+    /// attempts whose answer was a failure status).
+    fn close_attempt(&mut self) {
+        if !self.routed {
+            return;
+        }
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        let Some(a) = read_attempt() else {
+            return;
+        };
+        let Some(d) = cfg.deployments.get(a.deployment) else {
+            return;
+        };
+        self.deployment = Some(a.deployment);
+        self.attempts = a.number;
+        let how = match self.status {
+            0 => routing::End::Neutral,
+            s if routing::failed_status(s) => routing::End::Failed,
+            s if s < 400 => routing::End::Ok,
+            _ => routing::End::Neutral,
+        };
+        let tokens = match &self.state {
+            State::Forwarded(ex) => ex.usage().map(|u| u.total_tokens).unwrap_or(0),
+            _ => 0,
+        };
+        if !a.open && tokens == 0 {
+            return;
+        }
+        let now = now_unix_ms();
+        let cd = cfg.routing.cooldown;
+        let cooled = routing::update(&SharedData, &d.name, |s| {
+            let mut cooled = false;
+            if a.open {
+                cooled = s.end(now, how, &cd);
+            }
+            if tokens > 0 {
+                s.add_tokens(now, tokens);
+            }
+            cooled
+        });
+        if a.open {
+            write_attempt(&Attempt { open: false, ..a });
+            if how == routing::End::Failed {
+                let mut m = self.metrics.borrow_mut();
+                m.apply(&failure_update(&d.name, "unreachable"));
+                if cooled == Some(true) {
+                    m.apply(&cooldown_update(&d.name));
+                }
+            }
+        }
     }
 
     /// Metrics and the audit record of the request that ended (requests
@@ -447,7 +551,11 @@ impl Http {
         };
         let c = &cfg.callers[caller];
         let model = self.model.map(|i| &cfg.models[i]);
-        let provider = model.map(|m| cfg.providers[m.provider].common());
+        let deployment = self.deployment.and_then(|d| cfg.deployments.get(d));
+        let provider = match deployment {
+            Some(d) => Some(cfg.providers[d.provider].common()),
+            None => model.map(|m| cfg.providers[m.provider].common()),
+        };
         let ex = match &self.state {
             State::Forwarded(ex) => Some(ex),
             _ => None,
@@ -463,7 +571,10 @@ impl Http {
             caller: Some((c.id.as_str(), c.team.as_deref())),
             model: model.map(|m| m.name.as_str()),
             provider: provider.map(|p| p.name.as_str()),
-            upstream_model: model.map(|m| m.upstream.as_str()),
+            upstream_model: match deployment {
+                Some(d) => Some(d.upstream.as_str()),
+                None => model.map(|m| m.upstream.as_str()),
+            },
             status: self.status,
             provider_error: ex.and_then(|e| e.provider_error()),
             usage,
@@ -478,6 +589,8 @@ impl Http {
             },
             stream: ex.is_some_and(|e| e.stream),
             quota,
+            deployment: deployment.map(|d| d.name.as_str()),
+            attempts: self.attempts,
         };
         for (name, value) in o.audit() {
             if value.is_empty() {
@@ -497,8 +610,11 @@ impl Http {
             metrics.apply(&u);
         }
         if self.in_flight_counted {
-            if let (Some(m), Some(p)) = (model, provider) {
-                metrics.apply(&in_flight_update(&m.name, &p.name, -1));
+            // The provider it was counted under (the first deployment's
+            // for a routed request).
+            if let Some(m) = model {
+                let p = &cfg.providers[m.provider].common().name;
+                metrics.apply(&in_flight_update(&m.name, p, -1));
             }
         }
     }
@@ -521,6 +637,9 @@ impl Http {
                 None if ex.failed() => quota::Ask::default(),
                 None => adm.reserved,
             },
+            // Sent to a deployment, gone before any answer (the client left):
+            // the provider may have worked.
+            (State::Routed(_), _) => adm.reserved,
             // Admitted but no longer forwarded: the filter answered a
             // bodiless provider error itself (see on_http_response_headers).
             _ => quota::Ask::default(),
@@ -555,6 +674,112 @@ impl Http {
     }
 }
 
+fn failure_update(deployment: &str, reason: &str) -> telemetry::Update {
+    telemetry::Update {
+        kind: MetricKind::Counter,
+        name: telemetry::metric_name(
+            telemetry::DEPLOYMENT_FAILURES,
+            &[("deployment", deployment), ("reason", reason)],
+        ),
+        value: 1,
+    }
+}
+
+fn cooldown_update(deployment: &str) -> telemetry::Update {
+    telemetry::Update {
+        kind: MetricKind::Counter,
+        name: telemetry::metric_name(telemetry::COOLDOWNS, &[("deployment", deployment)]),
+        value: 1,
+    }
+}
+
+/// The root id of the upstream role (the routing cluster's `http_filters`).
+const UPSTREAM_ROOT_ID: &str = "llmgw-upstream";
+/// Filter state the two roles share for one request.
+const ROUTE_PROPERTY: &str = "llmgw_route";
+const ATTEMPT_PROPERTY: &str = "llmgw_attempt";
+/// Envoy's retry headers: only the filter sets them (a client could
+/// otherwise make the gateway retry, or cut its timeouts).
+const ENVOY_RETRY_HEADERS: [&str; 5] = [
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+];
+
+fn read_attempt() -> Option<Attempt> {
+    hostcalls::get_property(vec![ATTEMPT_PROPERTY])
+        .ok()
+        .flatten()
+        .and_then(|b| Attempt::decode(&b))
+}
+
+fn write_attempt(a: &Attempt) {
+    if let Err(e) = hostcalls::set_property(vec![ATTEMPT_PROPERTY], Some(&a.encode())) {
+        log::warn!("llm-gateway: could not set filter state {ATTEMPT_PROPERTY}: {e:?}");
+    }
+}
+
+thread_local! {
+    static RNG: RefCell<XorShift> = const { RefCell::new(XorShift(0)) };
+}
+
+/// A random `u64` (xorshift seeded from the host clock on first use).
+fn random_source<T>(f: impl FnOnce(&mut dyn Rng) -> T) -> T {
+    RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.0 == 0 {
+            let ns = hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15);
+            r.0 = ns | 1;
+        }
+        f(&mut *r)
+    })
+}
+
+/// The deployments a routed request tries, in order (see
+/// [`routing::plan`]), without those its body cannot be translated for.
+fn route_plan(
+    cfg: &Config,
+    pending: &Pending,
+    body: &[u8],
+    model: usize,
+) -> Result<Vec<usize>, Reply> {
+    let cache: RefCell<HashMap<usize, routing::Stats>> = RefCell::new(HashMap::new());
+    let stats = |d: usize| -> routing::Stats {
+        if let Some(s) = cache.borrow().get(&d) {
+            return s.clone();
+        }
+        let s = routing::read(&SharedData, &cfg.deployments[d].name);
+        cache.borrow_mut().insert(d, s.clone());
+        s
+    };
+    let now = now_unix_ms();
+    let caller = &cfg.callers[pending.caller];
+    let shape = crate::frontdoor::ErrorShape::for_endpoint(pending.endpoint);
+    let mut plan = random_source(|rng| routing::plan(cfg, model, caller, &stats, now, rng))
+        .map_err(|e| shape.reply(e.error()))?;
+    let mut first_err = None;
+    plan.retain(
+        |&d| match gateway::forward_for(cfg, pending, body, model, d) {
+            Ok(_) => true,
+            Err(r) => {
+                first_err.get_or_insert(r);
+                false
+            }
+        },
+    );
+    match (plan.is_empty(), first_err) {
+        (false, _) => Ok(plan),
+        (true, Some(r)) => Err(r),
+        (true, None) => Err(shape.reply(ApiError::model_not_found(&cfg.models[model].name))),
+    }
+}
+
 fn in_flight_update(model: &str, provider: &str, delta: i64) -> telemetry::Update {
     telemetry::Update {
         kind: MetricKind::Gauge,
@@ -563,6 +788,62 @@ fn in_flight_update(model: &str, provider: &str, delta: i64) -> telemetry::Updat
             &[("model", model), ("provider", provider)],
         ),
         value: delta,
+    }
+}
+
+impl Http {
+    fn count_in_flight(&mut self, cfg: &Config, model: usize) {
+        let model = &cfg.models[model];
+        let provider = &cfg.providers[model.provider].common().name;
+        self.metrics
+            .borrow_mut()
+            .apply(&in_flight_update(&model.name, provider, 1));
+        self.in_flight_counted = true;
+    }
+
+    /// Global mode: who is calling and which model, as filter state for the
+    /// rate limit filter's descriptors (`envoy.rate_limit_descriptors.expr`);
+    /// not as headers, which would travel to the provider. No team: no
+    /// state, so Envoy sends no team descriptor.
+    fn set_descriptor_state(&self, cfg: &Config, caller: usize, model: usize) {
+        if !cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
+            return;
+        }
+        let caller = &cfg.callers[caller];
+        let model = cfg.models[model].name.as_str();
+        let team = caller.team.as_deref();
+        for (k, v) in [
+            ("llmgw_caller", Some(caller.id.as_str())),
+            ("llmgw_team", team),
+            ("llmgw_model", Some(model)),
+        ] {
+            let Some(v) = v else { continue };
+            if let Err(e) = hostcalls::set_property(vec![k], Some(v.as_bytes())) {
+                log::warn!("llm-gateway: could not set filter state {k}: {e:?}");
+            }
+        }
+    }
+
+    /// The answer of a routed request arrived: from the deployment the last
+    /// attempt reached, whose provider's answer handling takes over.
+    fn resolve_route(&mut self, cfg: &Config) {
+        let State::Routed(_) = &self.state else {
+            return;
+        };
+        let State::Routed(r) = std::mem::replace(&mut self.state, State::Idle) else {
+            return;
+        };
+        let attempt = read_attempt().filter(|a| r.plan.contains(&a.deployment));
+        let dep = attempt
+            .map(|a| a.deployment)
+            .or_else(|| r.plan.first().copied());
+        self.attempts = attempt.map(|a| a.number).unwrap_or(1);
+        self.deployment = dep;
+        let ex = dep
+            .and_then(|d| gateway::forward_for(cfg, &r.pending, &r.body, r.model, d).ok())
+            .map(|f| Box::new(f.exchange))
+            .unwrap_or(r.first);
+        self.state = State::Forwarded(ex);
     }
 }
 
@@ -589,7 +870,12 @@ impl HttpContext for Http {
         // Nobody but the filter may choose the provider cluster, or say who
         // is calling to the rate limit filter.
         set_header(MapType::HttpRequestHeaders, &cfg.cluster_header, None);
-        for h in DESCRIPTOR_HEADERS {
+        set_header(
+            MapType::HttpRequestHeaders,
+            &cfg.routing.endpoint_header,
+            None,
+        );
+        for h in DESCRIPTOR_HEADERS.iter().chain(ENVOY_RETRY_HEADERS.iter()) {
             set_header(MapType::HttpRequestHeaders, h, None);
         }
         let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
@@ -646,9 +932,14 @@ impl HttpContext for Http {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
-        let forward = gateway::on_request_body(&cfg, &pending, &body)
-            .and_then(|mut f| f.sign(&cfg, now_unix_seconds()).map(|()| f));
-        let forward = forward.and_then(|f| {
+        let forward = gateway::on_request_body(&cfg, &pending, &body).and_then(|mut f| {
+            if f.routed {
+                // Each attempt is translated (and signed) by the upstream
+                // filter for the deployment it reaches.
+                let plan = route_plan(&cfg, &pending, &body, f.exchange.model)?;
+                return Ok((f, None, Some(plan)));
+            }
+            f.sign(&cfg, now_unix_seconds())?;
             // A token the filter fetched itself: from shared data, now.
             let bearer = match &f.bearer_from_shared {
                 None => None,
@@ -656,11 +947,11 @@ impl HttpContext for Http {
                     Some(f.shared_bearer(&cfg, shared(key).0.as_deref(), now_unix_seconds())?)
                 }
             };
-            Ok((f, bearer))
+            Ok((f, bearer, None))
         });
         // Quotas last: nothing after the admission can refuse the request,
         // so every admission is settled by the request's end (`finish`).
-        let forward = forward.and_then(|(f, bearer)| {
+        let forward = forward.and_then(|(f, bearer, plan)| {
             if let (Some(q), Some(ask)) = (&cfg.quotas, f.reserve) {
                 let caller = &cfg.callers[f.exchange.caller];
                 let model = &cfg.models[f.exchange.model].name;
@@ -679,41 +970,53 @@ impl HttpContext for Http {
                     }
                 }
             }
-            Ok((f, bearer))
+            Ok((f, bearer, plan))
         });
         match forward {
             Err(r) => self.reply(r),
-            Ok((f, bearer)) => {
+            Ok((f, _, Some(plan))) => {
+                self.model = Some(f.exchange.model);
+                self.count_in_flight(&cfg, f.exchange.model);
+                self.set_descriptor_state(&cfg, f.exchange.caller, f.exchange.model);
+                let m = MapType::HttpRequestHeaders;
+                let ctx = RouteCtx {
+                    endpoint: pending.endpoint,
+                    caller: pending.caller,
+                    model: f.exchange.model,
+                    client_headers: pending.client_headers.clone(),
+                };
+                if let Err(e) = hostcalls::set_property(vec![ROUTE_PROPERTY], Some(&ctx.encode())) {
+                    log::warn!("llm-gateway: could not set filter state {ROUTE_PROPERTY}: {e:?}");
+                }
+                // Envoy's override_host policy tries these endpoints in this
+                // order, one per attempt; the route's retry_policy says on
+                // what to move on, this header how many times.
+                let endpoints: Vec<&str> = plan
+                    .iter()
+                    .map(|&d| cfg.deployments[d].endpoint.as_str())
+                    .collect();
+                set_header(m, &cfg.routing.endpoint_header, Some(&endpoints.join(",")));
+                set_header(
+                    m,
+                    "x-envoy-max-retries",
+                    Some(&(plan.len() - 1).to_string()),
+                );
+                set_header(m, &cfg.cluster_header, Some(&cfg.routing.cluster));
+                self.routed = true;
+                self.state = State::Routed(Box::new(Routed {
+                    pending,
+                    body,
+                    model: f.exchange.model,
+                    plan,
+                    first: Box::new(f.exchange),
+                }));
+                Action::Continue
+            }
+            Ok((f, bearer, None)) => {
                 let m = MapType::HttpRequestHeaders;
                 self.model = Some(f.exchange.model);
-                {
-                    let model = &cfg.models[f.exchange.model];
-                    let provider = &cfg.providers[model.provider].common().name;
-                    self.metrics
-                        .borrow_mut()
-                        .apply(&in_flight_update(&model.name, provider, 1));
-                    self.in_flight_counted = true;
-                }
-                if cfg.quotas.as_ref().is_some_and(|q| q.descriptor_headers) {
-                    // Global mode: who is calling and which model, as filter
-                    // state for the rate limit filter's descriptors
-                    // (`envoy.rate_limit_descriptors.expr`); not as headers,
-                    // which would travel to the provider. No team: no state,
-                    // so Envoy sends no team descriptor.
-                    let caller = &cfg.callers[f.exchange.caller];
-                    let model = cfg.models[f.exchange.model].name.as_str();
-                    let team = caller.team.as_deref();
-                    for (k, v) in [
-                        ("llmgw_caller", Some(caller.id.as_str())),
-                        ("llmgw_team", team),
-                        ("llmgw_model", Some(model)),
-                    ] {
-                        let Some(v) = v else { continue };
-                        if let Err(e) = hostcalls::set_property(vec![k], Some(v.as_bytes())) {
-                            log::warn!("llm-gateway: could not set filter state {k}: {e:?}");
-                        }
-                    }
-                }
+                self.count_in_flight(&cfg, f.exchange.model);
+                self.set_descriptor_state(&cfg, f.exchange.caller, f.exchange.model);
                 set_header(m, ":path", Some(&f.upstream.path));
                 set_header(m, ":authority", Some(&f.upstream.authority));
                 for (k, v) in &f.upstream.headers {
@@ -750,6 +1053,14 @@ impl HttpContext for Http {
         let Some(cfg) = self.config.clone() else {
             return Action::Continue;
         };
+        self.resolve_route(&cfg);
+        let routed_headers: Vec<(String, String)> = match self.deployment {
+            Some(d) if self.routed => vec![
+                ("x-llm-deployment".into(), cfg.deployments[d].name.clone()),
+                ("x-llm-attempts".into(), self.attempts.max(1).to_string()),
+            ],
+            _ => Vec::new(),
+        };
         let State::Forwarded(ex) = &mut self.state else {
             return Action::Continue;
         };
@@ -773,6 +1084,7 @@ impl HttpContext for Http {
             self.refused_limit = Some("global");
         }
         let mut head = ex.on_response_head(&cfg, status, from_upstream);
+        head.set.extend(routed_headers);
         self.status = head.status.unwrap_or(status);
         if let Some(adm) = &self.admission {
             head.set.extend(quota::headers(adm));
@@ -907,5 +1219,245 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         self.finish();
+    }
+}
+
+/// The upstream role: the same filter in the routing cluster's
+/// `http_filters`, run once per attempt (a new context each time). It reads
+/// which deployment Envoy's load balancer picked (endpoint metadata
+/// `llm.deployment`), translates the client's request — Envoy hands every
+/// attempt the original body — for that deployment's provider, and keeps
+/// the deployment's shared stats (attempts, failures, latency, cooldown).
+struct Upstream {
+    config: Option<Rc<Config>>,
+    metrics: Rc<RefCell<Metrics>>,
+    ctx: Option<RouteCtx>,
+    deployment: Option<usize>,
+    started_ms: u64,
+}
+
+impl Upstream {
+    /// An answer the filter makes itself (a configuration error: Envoy does
+    /// not retry it).
+    fn reply(&self, e: ApiError) -> Action {
+        let r: Reply = e.into();
+        let headers: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
+            log::warn!("llm-gateway: could not send a local reply: {e:?}");
+        }
+        Action::Pause
+    }
+
+    /// Translate the request for this attempt's deployment.
+    fn forward(&mut self, body: &[u8], body_size: usize) -> Action {
+        let (Some(cfg), Some(ctx), Some(d)) =
+            (self.config.clone(), self.ctx.clone(), self.deployment)
+        else {
+            return Action::Continue;
+        };
+        let pending = Pending {
+            caller: ctx.caller,
+            // Not read when forwarding.
+            via: crate::auth::Via::Key,
+            endpoint: ctx.endpoint,
+            client_headers: ctx.client_headers.clone(),
+        };
+        let now_s = now_unix_seconds();
+        let forward = gateway::forward_for(&cfg, &pending, body, ctx.model, d)
+            .and_then(|mut f| f.sign(&cfg, now_s).map(|()| f))
+            .and_then(|f| {
+                let bearer = match &f.bearer_from_shared {
+                    None => None,
+                    Some(key) => Some(f.shared_bearer(&cfg, shared(key).0.as_deref(), now_s)?),
+                };
+                Ok((f, bearer))
+            });
+        let (f, bearer) = match forward {
+            Ok(x) => x,
+            Err(r) => {
+                // The downstream filter checked every planned deployment
+                // can take the body; a token missing now lands here.
+                let headers: Vec<(&str, &str)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                if let Err(e) =
+                    hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body))
+                {
+                    log::warn!("llm-gateway: could not send a local reply: {e:?}");
+                }
+                return Action::Pause;
+            }
+        };
+        let m = MapType::HttpRequestHeaders;
+        // Envoy's attempts share one header map: what the last attempt set
+        // for its provider goes first.
+        for h in cfg.attempt_headers() {
+            set_header(m, &h, None);
+        }
+        set_header(m, ":path", Some(&f.upstream.path));
+        set_header(m, ":authority", Some(&f.upstream.authority));
+        for (k, v) in &f.upstream.headers {
+            set_header(m, k, Some(v));
+        }
+        if let Some(v) = &bearer {
+            set_header(m, "authorization", Some(v));
+        }
+        set_header(m, "content-type", Some("application/json"));
+        set_header(
+            m,
+            "content-length",
+            Some(&f.upstream.body.len().to_string()),
+        );
+        if f.upstream.body != body {
+            if let Err(e) =
+                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &f.upstream.body)
+            {
+                log::warn!("llm-gateway: could not replace the request body: {e:?}");
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Context for Upstream {}
+
+impl HttpContext for Upstream {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let Some(cfg) = self.config.clone() else {
+            return self.reply(ApiError::server(
+                503,
+                "gateway_not_configured",
+                "The gateway has no valid configuration.",
+            ));
+        };
+        let ctx = hostcalls::get_property(vec![ROUTE_PROPERTY])
+            .ok()
+            .flatten()
+            .and_then(|b| RouteCtx::decode(&b, &cfg));
+        let Some(ctx) = ctx else {
+            return self.reply(ApiError::server(
+                502,
+                "routing_misconfigured",
+                "This request reached the routing cluster without a routing decision \
+                 (only the gateway filter may send requests there).",
+            ));
+        };
+        let name = hostcalls::get_property(vec![
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            "llm",
+            "deployment",
+        ])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok());
+        let Some(d) = name
+            .as_deref()
+            .and_then(|n| cfg.deployment_index.get(n).copied())
+        else {
+            log::warn!(
+                "llm-gateway: routing cluster endpoint without a known llm.deployment metadata ({})",
+                name.as_deref().unwrap_or("none")
+            );
+            return self.reply(ApiError::server(
+                502,
+                "routing_misconfigured",
+                "The routing cluster picked an endpoint that is no configured deployment \
+                 (endpoint metadata filter_metadata.llm.deployment).",
+            ));
+        };
+        let now = now_unix_ms();
+        let cd = cfg.routing.cooldown;
+        // The previous attempt is still open: it ended without an answer
+        // (connect failure, reset, per-try timeout).
+        let previous = read_attempt();
+        if let Some(p) = previous.filter(|p| p.open) {
+            if let Some(pd) = cfg.deployments.get(p.deployment) {
+                let cooled = routing::update(&SharedData, &pd.name, |s| {
+                    s.end(now, routing::End::Failed, &cd)
+                });
+                let mut m = self.metrics.borrow_mut();
+                m.apply(&failure_update(&pd.name, "unreachable"));
+                if cooled == Some(true) {
+                    m.apply(&cooldown_update(&pd.name));
+                }
+            }
+        }
+        let number = header(MapType::HttpRequestHeaders, "x-envoy-attempt-count")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or_else(|| previous.map(|p| p.number + 1).unwrap_or(1));
+        routing::update(&SharedData, &cfg.deployments[d].name, |s| s.start(now));
+        write_attempt(&Attempt {
+            deployment: d,
+            started_ms: now,
+            number,
+            open: true,
+        });
+        self.ctx = Some(ctx);
+        self.deployment = Some(d);
+        self.started_ms = now;
+        if end_of_stream {
+            return self.forward(&[], 0);
+        }
+        // The path and headers depend on the body (Gemini's stream method,
+        // Bedrock's converse-stream): set them with it. Needs
+        // `allow_on_headers_stop_iteration: true` here too.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.deployment.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
+        };
+        self.forward(&body, body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let (Some(cfg), Some(d)) = (self.config.clone(), self.deployment) else {
+            return Action::Continue;
+        };
+        let Some(status) =
+            header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse::<u16>().ok())
+        else {
+            return Action::Continue;
+        };
+        let now = now_unix_ms();
+        let name = &cfg.deployments[d].name;
+        let cd = cfg.routing.cooldown;
+        if routing::failed_status(status) {
+            // Envoy retries this one elsewhere (or gives it to the client).
+            let cooled =
+                routing::update(&SharedData, name, |s| s.end(now, routing::End::Failed, &cd));
+            if let Some(mut a) = read_attempt().filter(|a| a.deployment == d && a.open) {
+                a.open = false;
+                write_attempt(&a);
+            }
+            let mut m = self.metrics.borrow_mut();
+            m.apply(&failure_update(
+                name,
+                if status == 429 { "429" } else { "5xx" },
+            ));
+            if cooled == Some(true) {
+                m.apply(&cooldown_update(name));
+            }
+        } else if status < 400 {
+            let ttfb = now.saturating_sub(self.started_ms);
+            routing::update(&SharedData, name, |s| s.latency(ttfb));
+        }
+        Action::Continue
     }
 }

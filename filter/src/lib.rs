@@ -14,6 +14,7 @@ pub mod glob;
 pub mod providers;
 pub mod quota;
 pub mod request;
+pub mod routing;
 pub mod sse;
 pub mod telemetry;
 pub mod token;

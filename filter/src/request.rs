@@ -35,6 +35,19 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint whose [`suffix`](Self::suffix) this is.
+    pub fn from_suffix(s: &str) -> Option<Endpoint> {
+        [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Messages,
+            Endpoint::CountTokens,
+        ]
+        .into_iter()
+        .find(|e| e.suffix() == s)
+    }
+
     /// The client speaks Anthropic's API on this endpoint (its errors are in
     /// Anthropic's shape).
     pub fn is_anthropic(self) -> bool {

@@ -51,10 +51,16 @@ pub const IN_FLIGHT: &str = "llmgw.requests_in_flight";
 pub const QUOTA_REJECTIONS: &str = "llmgw.quota.rejections";
 pub const PROVIDER_ERRORS: &str = "llmgw.provider.errors";
 pub const COST: &str = "llmgw.cost.usd_micros";
+/// Routed requests by the deployment that answered; attempts per request.
+pub const DEPLOYMENT_REQUESTS: &str = "llmgw.deployment.requests";
+pub const ATTEMPTS: &str = "llmgw.routing.attempts";
+/// Failed attempts by deployment and reason, and cooldowns started.
+pub const DEPLOYMENT_FAILURES: &str = "llmgw.deployment.failures";
+pub const COOLDOWNS: &str = "llmgw.deployment.cooldowns";
 
 /// The `stats_config.stats_tags` of the shipped Envoy configs: (tag name,
 /// regex). The first group is cut from the name, the second is the value.
-pub const STATS_TAGS: [(&str, &str); 7] = [
+pub const STATS_TAGS: [(&str, &str); 9] = [
     ("caller", r"(\.caller=([^.]+))"),
     ("team", r"(\.team=([^.]+))"),
     ("gen_ai_request_model", r"(\.model=([^.]+))"),
@@ -62,6 +68,8 @@ pub const STATS_TAGS: [(&str, &str); 7] = [
     ("gen_ai_token_type", r"(\.token_type=([^.]+))"),
     ("status_class", r"(\.status_class=([^.]+))"),
     ("quota_limit", r"(\.limit=([^.]+))"),
+    ("deployment", r"(\.deployment=([^.]+))"),
+    ("reason", r"(\.reason=([^.]+))"),
 ];
 
 fn clean(v: &str) -> String {
@@ -112,6 +120,10 @@ pub struct Outcome<'a> {
     pub stream: bool,
     /// `admitted`, `refused:<limit>`, or `none` (no quotas, or not counted).
     pub quota: String,
+    /// Routed models: the deployment that answered (or was tried last) and
+    /// the number of attempts.
+    pub deployment: Option<&'a str>,
+    pub attempts: u32,
 }
 
 pub fn status_class(status: u16) -> &'static str {
@@ -213,6 +225,21 @@ impl Outcome<'_> {
                 });
             }
         }
+        if let Some(d) = self.deployment {
+            out.push(Update {
+                kind: MetricKind::Counter,
+                name: metric_name(
+                    DEPLOYMENT_REQUESTS,
+                    &[("model", model), ("deployment", d), ("status_class", class)],
+                ),
+                value: 1,
+            });
+            out.push(Update {
+                kind: MetricKind::Histogram,
+                name: metric_name(ATTEMPTS, &[("model", model)]),
+                value: i64::from(self.attempts.max(1)),
+            });
+        }
         if self.cost_micros > 0 {
             let mut l = who_l;
             l.push(("model", model));
@@ -250,6 +277,18 @@ impl Outcome<'_> {
             ),
             ("llmgw_stream", self.stream.to_string()),
             ("llmgw_quota", self.quota.clone()),
+            (
+                "llmgw_deployment",
+                self.deployment.unwrap_or("").to_string(),
+            ),
+            (
+                "llmgw_attempts",
+                if self.deployment.is_some() {
+                    self.attempts.max(1).to_string()
+                } else {
+                    String::new()
+                },
+            ),
         ]
     }
 }
@@ -342,6 +381,24 @@ mod tests {
         let a = outcome().audit();
         assert!(a.contains(&("llmgw_prompt_tokens", "10".to_string())));
         assert!(a.contains(&("llmgw_quota", "admitted".to_string())));
-        assert_eq!(a.len(), 13);
+        assert!(a.contains(&("llmgw_deployment", String::new())));
+        assert_eq!(a.len(), 15);
+    }
+
+    #[test]
+    fn routed_requests_count_by_deployment() {
+        let mut o = outcome();
+        o.deployment = Some("gpt-4o@azure.eu");
+        o.attempts = 2;
+        let u = o.updates(LabelBy::Caller);
+        assert!(u.iter().any(|x| x.name
+            == "llmgw.deployment.requests.model=qwen2_5-7b.deployment=gpt-4o_azure_eu.status_class=2xx"
+            && x.value == 1));
+        assert!(u
+            .iter()
+            .any(|x| x.name == "llmgw.routing.attempts.model=qwen2_5-7b" && x.value == 2));
+        let a = o.audit();
+        assert!(a.contains(&("llmgw_deployment", "gpt-4o@azure.eu".to_string())));
+        assert!(a.contains(&("llmgw_attempts", "2".to_string())));
     }
 }

@@ -363,12 +363,59 @@ def _walk(node, fn):
             _walk(v, fn)
 
 
-def _wasm_filter(doc: dict) -> dict:
+#: The routing cluster of the shipped config and the root id of the filter's
+#: upstream role (in that cluster's http_filters).
+ROUTING_CLUSTER = "llmgw_deployments"
+UPSTREAM_ROOT_ID = "llmgw-upstream"
+
+
+def wasm_filters(doc: dict) -> list[dict]:
     found = []
     _walk(doc, lambda d: found.append(d["typed_config"])
           if d.get("name") == "envoy.filters.http.wasm" else None)
-    assert len(found) == 1, "expected one wasm filter in envoy.yaml"
+    return found
+
+
+def _wasm_filter(doc: dict) -> dict:
+    """The downstream (listener) wasm filter."""
+    found = [f for f in wasm_filters(doc) if f["config"].get("root_id") != UPSTREAM_ROOT_ID]
+    assert len(found) == 1, "expected one downstream wasm filter in envoy.yaml"
     return found[0]
+
+
+def _deployment_listener(name: str, port: int, cluster: str) -> dict:
+    return {
+        "name": f"deployment_{name}",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": f"deployment_{name}",
+                "stream_idle_timeout": "300s", "request_timeout": "0s",
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                "route_config": {"virtual_hosts": [{"name": "d", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "600s"},
+                    "request_headers_to_remove": ["x-llmgw-endpoints", "x-envoy-max-retries"]}]}]},
+            }}]}],
+    }
+
+
+def set_deployments(doc: dict, deployments: dict[str, tuple[str, str]]) -> None:
+    """Replace the routing cluster's endpoints and the per-deployment
+    listeners with `deployments`: name -> (provider cluster, "127.0.0.1:port")
+    (ports from `free_port()`, the same endpoints as the plugin config's)."""
+    listeners = doc["static_resources"]["listeners"]
+    listeners[1:] = [_deployment_listener(n.replace("@", "_"), int(ep.rsplit(":", 1)[1]), c)
+                     for n, (c, ep) in deployments.items()]
+    rc = cluster(doc, ROUTING_CLUSTER)
+    rc["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": int(ep.rsplit(":", 1)[1])}}},
+         "metadata": {"filter_metadata": {"llm": {"deployment": n}}}}
+        for n, (c, ep) in deployments.items()]}]
 
 
 def hcm(doc: dict) -> dict:
@@ -403,10 +450,24 @@ def render_envoy(tmp: Path, *, port: int, admin_port: int, mock_port: int,
     in `tmp/secrets`), the wasm filename and optionally the plugin config
     changed; `mutate` may change more for special cases."""
     doc = yaml.safe_load(SHIPPED_ENVOY.read_text())
-    doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    listeners = doc["static_resources"]["listeners"]
+    listeners[0]["address"]["socket_address"]["port_value"] = port
     doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    # The per-deployment listeners (and so the routing cluster's endpoints
+    # and the plugin config's deployment endpoints) move to free ports.
+    port_map: dict[int, int] = {}
+    for lst in listeners[1:]:
+        sa = lst["address"]["socket_address"]
+        port_map[sa["port_value"]] = free_port()
+        sa["port_value"] = port_map[sa["port_value"]]
     for c in doc["static_resources"]["clusters"]:
-        set_cluster_port(c, mock_port)
+        if c["name"] == ROUTING_CLUSTER:
+            _walk(c["load_assignment"], lambda d: d["socket_address"].update(
+                port_value=port_map.get(d["socket_address"]["port_value"],
+                                        d["socket_address"]["port_value"]))
+                if "socket_address" in d else None)
+        else:
+            set_cluster_port(c, mock_port)
     sec_dir = tmp / "secrets"
     sec_dir.mkdir(parents=True, exist_ok=True)
 
@@ -426,6 +487,15 @@ def render_envoy(tmp: Path, *, port: int, admin_port: int, mock_port: int,
     if plugin_config is not None:
         value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config, indent=1)
         wasm["config"]["configuration"]["value"] = value
+    value = wasm["config"]["configuration"]["value"]
+    for old, new in port_map.items():
+        value = value.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    wasm["config"]["configuration"]["value"] = value
+    for f in wasm_filters(doc):
+        # The upstream role: same VM and configuration (YAML anchors in the
+        # shipped file; kept the same here when a test replaces either).
+        f["config"]["vm_config"] = wasm["config"]["vm_config"]
+        f["config"]["configuration"] = wasm["config"]["configuration"]
     if mutate:
         mutate(doc)
     out = tmp / "envoy.yaml"

@@ -254,9 +254,9 @@ pub fn forward(
     pending: &Pending,
     req: &ClientRequest<'_>,
     model_idx: usize,
+    model: &crate::config::Model,
 ) -> Result<Forward, Reply> {
     let shape = ErrorShape::Anthropic;
-    let model = &cfg.models[model_idx];
     let provider = cfg.provider(model);
     let common = provider.common();
     let exchange = |translator: Box<dyn ResponseTranslator>, stream: bool| {
@@ -299,6 +299,7 @@ pub fn forward(
             bearer_from_shared: cfg.bearer_key(model.provider),
             exchange: exchange(Box::new(native::Native::new(counting)), req.stream),
             reserve: None,
+            routed: false,
         });
     }
     if pending.endpoint == Endpoint::CountTokens {
@@ -336,6 +337,7 @@ pub fn forward(
         bearer_from_shared: cfg.bearer_key(model.provider),
         exchange: exchange(Box::new(Chain { inner, outer }), req.stream),
         reserve: None,
+        routed: false,
     })
 }
 

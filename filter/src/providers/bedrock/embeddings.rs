@@ -447,6 +447,10 @@ mod tests {
             created: 0,
             drop_unsupported_params: drop,
             reserve_tokens: None,
+            deployments: Vec::new(),
+            strategy: Default::default(),
+            fallbacks: Vec::new(),
+            context_fallback: None,
         }
     }
 
