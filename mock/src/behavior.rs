@@ -4,6 +4,10 @@
 //! `x-mock-behavior: k=v,k2=v2` or with a marker `[[mock:k=v,k2=v2]]`
 //! anywhere in its text (last user message, prompt or embedding input).
 //! Markers override the header key by key. Unknown keys are ignored.
+//! A fault rule ([`crate::faults`]) that matches a request supplies knobs
+//! as if they came first in the header: the header and the markers
+//! override it key by key. Rules are parsed strictly
+//! ([`Behavior::parse_strict`]).
 //!
 //! | key | effect |
 //! |---|---|
