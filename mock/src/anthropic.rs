@@ -2169,7 +2169,12 @@ pub async fn handle(ctx: Ctx<'_>) -> Response<Body> {
         return add_headers(resp, &request_id);
     }
     let json: Result<Value, serde_json::Error> = serde_json::from_slice(ctx.body);
-    let mut beh = ctx.header_behavior();
+    let mut beh = ctx.behavior(
+        json.as_ref()
+            .ok()
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str),
+    );
     if let Ok(v) = &json {
         if Behavior::may_contain_marker(ctx.body) {
             beh.apply_markers(&request_text(v));

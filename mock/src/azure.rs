@@ -195,7 +195,7 @@ pub async fn handle(ctx: Ctx<'_>) -> Response<Body> {
         return openai::method_not_allowed(Provider::Azure, ctx.method, ctx.path, Method::POST);
     }
     let json = openai::parse_body(ctx.body);
-    let mut beh: Behavior = ctx.header_behavior();
+    let mut beh: Behavior = ctx.behavior(Some(deployment));
     if let Some(v) = &json {
         if Behavior::may_contain_marker(ctx.body) {
             beh.apply_markers(&openai::request_text(v));

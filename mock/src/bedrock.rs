@@ -1636,7 +1636,7 @@ pub async fn handle(ctx: Ctx<'_>) -> Response<Body> {
         return add_headers(unknown_operation().into_response(), &request_id);
     }
     let json: Result<Value, serde_json::Error> = serde_json::from_slice(ctx.body);
-    let mut beh = ctx.header_behavior();
+    let mut beh = ctx.behavior(Some(&model_id));
     if let Ok(v) = &json {
         if Behavior::may_contain_marker(ctx.body) {
             beh.apply_markers(&request_text(v));

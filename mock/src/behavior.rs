@@ -4,6 +4,10 @@
 //! `x-mock-behavior: k=v,k2=v2` or with a marker `[[mock:k=v,k2=v2]]`
 //! anywhere in its text (last user message, prompt or embedding input).
 //! Markers override the header key by key. Unknown keys are ignored.
+//! A fault rule ([`crate::faults`]) that matches a request supplies knobs
+//! as if they came first in the header: the header and the markers
+//! override it key by key. Rules are parsed strictly
+//! ([`Behavior::parse_strict`]).
 //!
 //! | key | effect |
 //! |---|---|
@@ -85,6 +89,28 @@ pub enum Reset {
 #[derive(Clone, Copy, Debug)]
 pub struct ResetConnection;
 
+/// What [`Behavior::set`] made of one `k=v` item.
+enum Knob {
+    Ok,
+    Unknown,
+    BadValue,
+}
+
+/// The `k=v` items of a spec (`,` or `;` separated, trimmed; a bare `k`
+/// has an empty value).
+fn spec_items(spec: &str) -> impl Iterator<Item = (&str, &str)> {
+    spec.split([',', ';']).filter_map(|item| {
+        let item = item.trim();
+        if item.is_empty() {
+            return None;
+        }
+        Some(match item.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => (item, ""),
+        })
+    })
+}
+
 /// `50MB`, `64KB`, `1000` → bytes.
 fn parse_size(v: &str) -> Option<usize> {
     let v = v.trim();
@@ -103,12 +129,18 @@ impl Behavior {
     /// Knobs from the `x-mock-behavior` header (empty when absent).
     pub fn from_headers(headers: &HeaderMap) -> Behavior {
         let mut b = Behavior::default();
+        b.apply_headers(headers);
+        b
+    }
+
+    /// Applies the `x-mock-behavior` header(s) on top of these knobs, key
+    /// by key.
+    pub fn apply_headers(&mut self, headers: &HeaderMap) {
         for v in headers.get_all(HEADER) {
             if let Ok(s) = v.to_str() {
-                b.apply_spec(s);
+                self.apply_spec(s);
             }
         }
-        b
     }
 
     /// Applies every `[[mock:...]]` marker found in `text`.
@@ -126,50 +158,130 @@ impl Behavior {
         }
     }
 
-    /// Applies a `k=v,k2=v2` spec. Malformed values are ignored.
+    /// Applies a `k=v,k2=v2` spec. Unknown keys are ignored; a malformed
+    /// value turns its knob off.
     pub fn apply_spec(&mut self, spec: &str) {
-        for item in spec.split([',', ';']) {
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
+        for (k, v) in spec_items(spec) {
+            self.set(k, v);
+        }
+    }
+
+    /// Parses a spec strictly (fault rules): every key must be a knob and
+    /// every value valid, and there must be at least one knob. The error
+    /// names the offending item.
+    pub fn parse_strict(spec: &str) -> Result<Behavior, String> {
+        let mut b = Behavior::default();
+        let mut any = false;
+        for (k, v) in spec_items(spec) {
+            any = true;
+            match b.set(k, v) {
+                Knob::Ok => {}
+                Knob::Unknown => return Err(format!("unknown knob {k:?}")),
+                Knob::BadValue => return Err(format!("bad value {v:?} for knob {k:?}")),
             }
-            let (k, v) = match item.split_once('=') {
-                Some((k, v)) => (k.trim(), v.trim()),
-                None => (item, ""),
-            };
-            let ms = || v.parse::<u64>().ok().map(Duration::from_millis);
-            match k.to_ascii_lowercase().as_str() {
-                "fail" => self.fail = v.parse().ok().filter(|s| (100..=599).contains(s)),
-                "throttle" => {
-                    self.throttle = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
-                }
-                "stall" => self.stall = ms(),
-                "drip" => self.drip = ms(),
-                "cut" => self.cut = v.parse().ok(),
-                "nodone" => self.nodone = v.is_empty() || v == "1" || v == "true",
-                "html" => self.html = v.parse().ok().filter(|s| (100..=599).contains(s)),
-                "badjson" => self.badjson = v.is_empty() || v == "1" || v == "true",
-                "bytes" => self.bytes = v.parse().ok(),
-                "chunks" => self.chunks = v.parse().ok().filter(|n| *n > 0),
-                "sse_error" => self.sse_error = v.is_empty() || v == "1" || v == "true",
-                "block" => self.block = v.is_empty() || v == "1" || v == "true",
-                "safety" => self.safety = v.is_empty() || v == "1" || v == "true",
-                "stream_exception" => {
-                    self.stream_exception = (!v.is_empty()).then(|| v.to_string())
-                }
-                "badcrc" => self.badcrc = v.is_empty() || v == "1" || v == "true",
-                "reset" => {
-                    self.reset = match v {
-                        "before_headers" => Some(Reset::BeforeHeaders),
-                        "mid_stream" | "mid_body" => Some(Reset::MidStream),
-                        _ => None,
-                    }
-                }
-                "trickle" => self.trickle = ms(),
-                "trickle_max" => self.trickle_max = v.parse().ok(),
-                "size" => self.bytes = parse_size(v),
-                _ => {}
+        }
+        if any {
+            Ok(b)
+        } else {
+            Err("no knob given (e.g. \"fail=503\")".to_string())
+        }
+    }
+
+    /// Sets one knob; says whether the key is known and the value valid.
+    fn set(&mut self, k: &str, v: &str) -> Knob {
+        let ms = || v.parse::<u64>().ok().map(Duration::from_millis);
+        let flag = || match v {
+            "" | "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        };
+        let ok = match k.to_ascii_lowercase().as_str() {
+            "fail" => {
+                self.fail = v.parse().ok().filter(|s| (100..=599).contains(s));
+                self.fail.is_some()
             }
+            "throttle" => {
+                self.throttle = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+                self.throttle.is_some()
+            }
+            "stall" => {
+                self.stall = ms();
+                self.stall.is_some()
+            }
+            "drip" => {
+                self.drip = ms();
+                self.drip.is_some()
+            }
+            "cut" => {
+                self.cut = v.parse().ok();
+                self.cut.is_some()
+            }
+            "nodone" => {
+                self.nodone = flag() == Some(true);
+                flag().is_some()
+            }
+            "html" => {
+                self.html = v.parse().ok().filter(|s| (100..=599).contains(s));
+                self.html.is_some()
+            }
+            "badjson" => {
+                self.badjson = flag() == Some(true);
+                flag().is_some()
+            }
+            "bytes" => {
+                self.bytes = v.parse().ok();
+                self.bytes.is_some()
+            }
+            "chunks" => {
+                self.chunks = v.parse().ok().filter(|n| *n > 0);
+                self.chunks.is_some()
+            }
+            "sse_error" => {
+                self.sse_error = flag() == Some(true);
+                flag().is_some()
+            }
+            "block" => {
+                self.block = flag() == Some(true);
+                flag().is_some()
+            }
+            "safety" => {
+                self.safety = flag() == Some(true);
+                flag().is_some()
+            }
+            "stream_exception" => {
+                self.stream_exception = (!v.is_empty()).then(|| v.to_string());
+                self.stream_exception.is_some()
+            }
+            "badcrc" => {
+                self.badcrc = flag() == Some(true);
+                flag().is_some()
+            }
+            "reset" => {
+                self.reset = match v {
+                    "before_headers" => Some(Reset::BeforeHeaders),
+                    "mid_stream" | "mid_body" => Some(Reset::MidStream),
+                    _ => None,
+                };
+                self.reset.is_some()
+            }
+            "trickle" => {
+                self.trickle = ms();
+                self.trickle.is_some()
+            }
+            "trickle_max" => {
+                self.trickle_max = v.parse().ok();
+                self.trickle_max.is_some()
+            }
+            "size" => {
+                self.bytes = parse_size(v);
+                self.bytes.is_some()
+            }
+            _ => return Knob::Unknown,
+        };
+        if ok {
+            Knob::Ok
+        } else {
+            Knob::BadValue
         }
     }
 
@@ -347,6 +459,45 @@ mod tests {
         assert_eq!(b.trickle, None);
         b.apply_spec("reset=sideways,size=12");
         assert_eq!((b.reset, b.bytes), (None, Some(12)));
+    }
+
+    #[test]
+    fn strict_specs() {
+        let b = Behavior::parse_strict("fail=503; stall=20, nodone=0,reset=mid_stream,size=1KB");
+        assert_eq!(
+            b,
+            Ok(Behavior {
+                fail: Some(503),
+                stall: Some(Duration::from_millis(20)),
+                reset: Some(Reset::MidStream),
+                bytes: Some(1024),
+                ..Behavior::default()
+            })
+        );
+        assert_eq!(
+            Behavior::parse_strict("Fail=500,badjson").map(|b| (b.fail, b.badjson)),
+            Ok((Some(500), true))
+        );
+        for bad in [
+            "",
+            " ,; ",
+            "bogus=1",
+            "fail=99",
+            "fail=x",
+            "throttle=-1",
+            "chunks=0",
+            "nodone=yes",
+            "reset=later",
+            "stream_exception",
+            "size=12GB",
+            "fail=503,stall=soon",
+        ] {
+            assert!(Behavior::parse_strict(bad).is_err(), "{bad:?}");
+        }
+        // The lax parser ignores what the strict one refuses.
+        let mut b = Behavior::default();
+        b.apply_spec("bogus=1,fail=503,nodone=yes");
+        assert_eq!((b.fail, b.nodone), (Some(503), false));
     }
 
     #[test]

@@ -2412,7 +2412,7 @@ pub async fn handle(ctx: Ctx<'_>, provider: Provider) -> Response<Body> {
     }
     let json: Option<Result<Value, serde_json::Error>> =
         (want == Method::POST).then(|| serde_json::from_slice(ctx.body));
-    let mut beh = ctx.header_behavior();
+    let mut beh = ctx.behavior((!route.model.is_empty()).then_some(route.model.as_str()));
     if let Some(Ok(v)) = &json {
         if Behavior::may_contain_marker(ctx.body) {
             beh.apply_markers(&request_text(v));

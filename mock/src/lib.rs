@@ -13,7 +13,13 @@
 //! | `/v1/projects/...`, `/v1beta1/projects/...`, `/vertex/...` | Vertex AI | [`gemini`] |
 //! | `/model/...`, `/bedrock/...` | Bedrock runtime | [`bedrock`] |
 //! | `/computeMetadata/v1/...` | GCE/GKE metadata server (access token) | [`metadata`] |
-//! | `/__mock/...` | control endpoints (health, recorded requests) | here |
+//! | `/__mock/...` | control endpoints (health, recorded requests, fault rules) | here |
+//!
+//! Faults are injected per request with the `x-mock-behavior` header or a
+//! `[[mock:...]]` marker ([`behavior`]), or per deployment with fault rules
+//! posted to `/__mock/faults` or given with `--fault` ([`faults`]): a rule
+//! picks requests by provider route, model and host, so a gateway's retry
+//! on another deployment escapes it.
 //!
 //! A new provider (Gemini, Bedrock, ...) is one module with an
 //! `async fn handle(ctx: Ctx<'_>) -> Response<Body>`, a [`Provider`]
@@ -24,6 +30,7 @@ pub mod azure;
 pub mod bedrock;
 pub mod behavior;
 pub mod body;
+pub mod faults;
 pub mod gemini;
 pub mod metadata;
 pub mod openai;
@@ -112,6 +119,8 @@ pub struct Config {
     pub record_limit: usize,
     /// Log one line per request to stderr.
     pub verbose: bool,
+    /// Fault rules installed at start (`--fault`), oldest first.
+    pub faults: Vec<faults::RuleSpec>,
 }
 
 impl Default for Config {
@@ -132,6 +141,7 @@ impl Default for Config {
             aws_secret_access_key: bedrock::DEFAULT_SECRET_ACCESS_KEY.into(),
             record_limit: 200,
             verbose: false,
+            faults: Vec::new(),
         }
     }
 }
@@ -149,6 +159,8 @@ pub struct State {
     pub recorder: record::Recorder,
     /// Prompt-cache prefixes seen by the Anthropic routes.
     pub prompt_cache: anthropic::PromptCache,
+    /// Fault rules (`/__mock/faults`).
+    pub faults: faults::Faults,
     seq: AtomicU64,
     boot: u64,
 }
@@ -159,9 +171,14 @@ impl State {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        let faults = faults::Faults::default();
+        for spec in &config.faults {
+            faults.add(spec.clone());
+        }
         State {
             recorder: record::Recorder::new(config.record_limit),
             prompt_cache: anthropic::PromptCache::default(),
+            faults,
             config,
             seq: AtomicU64::new(0),
             boot,
@@ -180,6 +197,8 @@ impl State {
 /// Everything a provider handler needs about one request.
 pub struct Ctx<'a> {
     pub state: &'a State,
+    /// The provider whose route the request took.
+    pub provider: Provider,
     pub method: &'a Method,
     /// Full request path.
     pub path: &'a str,
@@ -192,12 +211,36 @@ pub struct Ctx<'a> {
     pub authority: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a Bytes,
+    /// Id of the fault rule that applied to this request (0: none), set by
+    /// [`Ctx::behavior`].
+    pub fault: &'a AtomicU64,
 }
 
 impl Ctx<'_> {
-    /// Knobs from the header, for handlers that add markers later.
-    pub fn header_behavior(&self) -> Behavior {
-        Behavior::from_headers(self.headers)
+    /// The knobs of the first fault rule matching this request (which uses
+    /// up one of its count), overridden key by key by the
+    /// `x-mock-behavior` header; handlers apply markers on top. `model` is
+    /// the model as the provider sees it (see [`faults`]).
+    pub fn behavior(&self, model: Option<&str>) -> Behavior {
+        let Some(applied) = self.state.faults.take(self.provider, model, self.host()) else {
+            return Behavior::from_headers(self.headers);
+        };
+        self.fault.store(applied.id, Ordering::Relaxed);
+        if self.state.config.verbose {
+            eprintln!(
+                "llm-mock: fault rule {} applies to {} {}",
+                applied.id, self.method, self.path
+            );
+        }
+        let mut b = applied.knobs;
+        b.apply_headers(self.headers);
+        b
+    }
+
+    /// The `:authority` (or absolute-form target), else the `Host` header.
+    pub fn host(&self) -> Option<&str> {
+        self.authority
+            .or_else(|| self.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
     }
 
     /// Value of a query parameter (no percent-decoding needed for the
@@ -303,7 +346,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     let query = parts.uri.query().unwrap_or("");
 
     if let Some(rest) = strip_segment(path, "/__mock") {
-        return control(&state, &parts.method, rest);
+        return control(&state, &parts.method, rest, body).await;
     }
 
     let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -335,8 +378,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             parts.uri
         );
     }
+    let fault = AtomicU64::new(0);
     let ctx = Ctx {
         state: &state,
+        provider,
         method: &parts.method,
         path,
         sub,
@@ -344,18 +389,28 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
         authority: parts.uri.authority().map(|a| a.as_str()),
         headers: &parts.headers,
         body: &body,
+        fault: &fault,
     };
-    match provider {
+    let mut resp = match provider {
         Provider::Azure => azure::handle(ctx).await,
         Provider::Anthropic => anthropic::handle(ctx).await,
         Provider::Gemini | Provider::Vertex => gemini::handle(ctx, provider).await,
         Provider::Bedrock => bedrock::handle(ctx).await,
         Provider::GceMetadata => metadata::handle(ctx),
         p => openai::handle(ctx, p).await,
+    };
+    let fault = fault.into_inner();
+    if fault != 0 {
+        resp.headers_mut()
+            .insert(faults::APPLIED_HEADER, HeaderValue::from(fault));
     }
+    resp
 }
 
-fn control(state: &State, method: &Method, rest: &str) -> Response<Body> {
+/// Largest fault rule accepted by `POST /__mock/faults`.
+const MAX_RULE: usize = 64 * 1024;
+
+async fn control(state: &State, method: &Method, rest: &str, body: Incoming) -> Response<Body> {
     match (method, rest) {
         (&Method::GET, "/health") | (&Method::HEAD, "/health") => {
             text_response(StatusCode::OK, "ok")
@@ -371,10 +426,54 @@ fn control(state: &State, method: &Method, rest: &str) -> Response<Body> {
             let n = state.prompt_cache.clear();
             json_value_response(StatusCode::OK, &serde_json::json!({ "cleared": n }))
         }
-        (_, "/health") | (_, "/requests") | (_, "/cache") => {
+        (&Method::GET, "/faults") => json_value_response(StatusCode::OK, &state.faults.to_json()),
+        (&Method::POST, "/faults") => {
+            let body = match Limited::new(body, MAX_RULE).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    let e = faults::RuleError {
+                        field: None,
+                        message: format!("the body is larger than {MAX_RULE} bytes"),
+                    };
+                    return json_value_response(StatusCode::PAYLOAD_TOO_LARGE, &e.to_json());
+                }
+            };
+            match faults::RuleSpec::parse(&body) {
+                Ok(spec) => json_value_response(StatusCode::CREATED, &state.faults.add(spec)),
+                Err(e) => json_value_response(StatusCode::BAD_REQUEST, &e.to_json()),
+            }
+        }
+        (&Method::DELETE, "/faults") => {
+            let n = state.faults.clear();
+            json_value_response(StatusCode::OK, &serde_json::json!({ "cleared": n }))
+        }
+        (_, "/health") | (_, "/requests") | (_, "/cache") | (_, "/faults") => {
             text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        _ => text_response(StatusCode::NOT_FOUND, "not found"),
+        _ => match rest.strip_prefix("/faults/") {
+            Some(id) => fault_rule(state, method, id),
+            None => text_response(StatusCode::NOT_FOUND, "not found"),
+        },
+    }
+}
+
+/// `GET` or `DELETE /__mock/faults/{id}`.
+fn fault_rule(state: &State, method: &Method, id: &str) -> Response<Body> {
+    let found = match id.parse::<u64>() {
+        Ok(n) if *method == Method::GET => state.faults.get(n),
+        Ok(n) if *method == Method::DELETE => state.faults.remove(n),
+        _ if *method != Method::GET && *method != Method::DELETE => {
+            return text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => None,
+    };
+    match found {
+        Some(rule) => json_value_response(StatusCode::OK, &rule),
+        None => json_value_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": {"field": null,
+                "message": format!("no fault rule with id {id:?} (used up, deleted or never made)")}}),
+        ),
     }
 }
 

@@ -4,13 +4,15 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use llm_mock::faults::RuleSpec;
 use llm_mock::{serve, Config};
 
 const USAGE: &str = "\
 usage: llm-mock [--listen ADDR] [--openai-key K]... [--azure-key K]... [--vllm-key K]...
                 [--anthropic-key K]... [--azure-deployment NAME]... [--gemini-key K]...
                 [--vertex-token T]... [--bedrock-api-key K]... [--aws-access-key-id ID]
-                [--aws-secret-access-key SECRET] [--record-limit N] [--verbose] [--quiet]
+                [--aws-secret-access-key SECRET] [--record-limit N] [--fault JSON]...
+                [--verbose] [--quiet]
 
   --listen ADDR            address to bind (default 127.0.0.1:18080; port 0 = any free port)
   --openai-key K           accepted OpenAI bearer key; repeatable (default: sk-mock-openai)
@@ -28,6 +30,8 @@ usage: llm-mock [--listen ADDR] [--openai-key K]... [--azure-key K]... [--vllm-k
   --aws-secret-access-key SECRET
                            its secret (default: mock/secret/EXAMPLEKEY)
   --record-limit N         requests kept for GET /__mock/requests (default 200; 0 = off)
+  --fault JSON             install a fault rule at start, as POST /__mock/faults would;
+                           repeatable, e.g. --fault '{\"provider\":\"openai\",\"behavior\":\"fail=503\"}'
   --verbose                log one line per request to stderr
   --quiet                  print nothing but the 'listening' line
 ";
@@ -76,6 +80,12 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
                 config.record_limit = value("--record-limit")?
                     .parse()
                     .map_err(|_| "--record-limit needs a number".to_string())?
+            }
+            "--fault" => {
+                let rule = value("--fault")?;
+                let spec =
+                    RuleSpec::parse(rule.as_bytes()).map_err(|e| format!("--fault {rule}: {e}"))?;
+                config.faults.push(spec);
             }
             "--verbose" => config.verbose = true,
             "--quiet" => quiet = true,
@@ -184,6 +194,9 @@ fn main() -> ExitCode {
                 c.bedrock_api_keys.len(),
                 c.aws_access_key_id
             );
+            if !c.faults.is_empty() {
+                eprintln!("llm-mock: {} fault rule(s) installed", c.faults.len());
+            }
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "llm-mock listening on {addr}");
@@ -270,6 +283,32 @@ mod tests {
         assert_eq!(c.config.anthropic_keys, vec!["k1", "k2"]);
         assert_eq!(c.config.azure_deployments, vec!["d1"]);
         assert!(c.quiet);
+    }
+
+    #[test]
+    fn fault_flags() {
+        let c = parse(&[
+            "--fault",
+            r#"{"provider":"openai","behavior":"fail=503"}"#,
+            r#"--fault={"model":"gpt-4o","behavior":"stall=10","count":2}"#,
+        ]);
+        assert_eq!(c.config.faults.len(), 2);
+        assert_eq!(
+            c.config.faults[0].provider,
+            Some(llm_mock::Provider::OpenAi)
+        );
+        assert_eq!(c.config.faults[1].count, Some(2));
+        for bad in [
+            r#"{"provider":"openia","behavior":"fail=503"}"#,
+            r#"{"behavior":"fail=abc"}"#,
+            "not json",
+        ] {
+            let e = match parse_args(["--fault".to_string(), bad.to_string()].into_iter()) {
+                Err(e) => e,
+                Ok(_) => panic!("{bad} accepted"),
+            };
+            assert!(e.starts_with("--fault "), "{e}");
+        }
     }
 
     #[test]

@@ -501,7 +501,14 @@ pub async fn handle(ctx: Ctx<'_>, provider: Provider) -> Response<Body> {
         return method_not_allowed(provider, ctx.method, ctx.path, allowed);
     }
     let json = if post { parse_body(ctx.body) } else { None };
-    let mut beh = ctx.header_behavior();
+    let model = match ep {
+        Endpoint::Model => Some(&ctx.sub["/v1/models/".len()..]),
+        _ => json
+            .as_ref()
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str),
+    };
+    let mut beh = ctx.behavior(model);
     if let Some(v) = &json {
         if Behavior::may_contain_marker(ctx.body) {
             beh.apply_markers(&request_text(v));

@@ -126,3 +126,94 @@ fn bad_flags_fail() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--azure-deployment"));
 }
+
+#[test]
+fn fault_flag_installs_rules() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--fault",
+            r#"{"provider":"azure","model":"gpt-4o","behavior":"fail=503","count":1}"#,
+            r#"--fault={"provider":"openai","behavior":"fail=500"}"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("llm-mock listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    let list = http(
+        &addr,
+        "GET /__mock/faults HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+    let rules: serde_json::Value = list
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(
+        rules,
+        serde_json::json!([
+            {"id": 1, "provider": "azure", "model": "gpt-4o", "host": null,
+             "behavior": "fail=503", "count": 1, "remaining": 1, "fired": 0},
+            {"id": 2, "provider": "openai", "model": null, "host": null,
+             "behavior": "fail=500", "count": null, "remaining": null, "fired": 0}
+        ])
+    );
+
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let azure = |dep: &str| {
+        post(
+            &addr,
+            &format!("/openai/deployments/{dep}/chat/completions?api-version=2024-10-21"),
+            "api-key: mock-azure-key\r\n",
+            chat,
+        )
+    };
+    let r = azure("gpt-4o");
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("x-mock-fault: 1\r\n"), "{r}");
+    assert!(azure("gpt-4o").starts_with("HTTP/1.1 200"), "count=1");
+    assert!(azure("gpt-4o-mini").starts_with("HTTP/1.1 200"));
+    let openai = || {
+        post(
+            &addr,
+            "/v1/chat/completions",
+            "authorization: Bearer sk-mock-openai\r\n",
+            chat,
+        )
+    };
+    assert!(openai().starts_with("HTTP/1.1 500"));
+    // Cleared at run time like any rule.
+    let cleared = http(
+        &addr,
+        "DELETE /__mock/faults HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(cleared.ends_with(r#"{"cleared":1}"#), "{cleared}");
+    assert!(openai().starts_with("HTTP/1.1 200"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[test]
+fn bad_fault_flag_fails() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .args(["--fault", r#"{"provider":"azure","behavior":"fial=503"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("behavior: unknown knob \"fial\""), "{err}");
+}
