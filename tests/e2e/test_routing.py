@@ -269,6 +269,28 @@ def test_every_deployment_failing_gives_one_error(rgw, mock):
     assert r.headers["x-llm-deployment"] == "r-ant-eu"
 
 
+def test_a_stalled_deployment_times_out_per_try_and_the_next_answers(make_gateway, mock):
+    """The route's per_try_timeout (here 1 s) bounds the wait for a
+    deployment's answer headers; then the next deployment is tried."""
+    endpoints = {d: f"127.0.0.1:{gw.free_port()}" for d in DEPLOYMENTS}
+
+    def mutate(doc):
+        gw.set_deployments(doc, {d: (DEPLOYMENTS[d][0], ep) for d, ep in endpoints.items()})
+        routes = gw.hcm(doc)["route_config"]["virtual_hosts"][0]["routes"]
+        route = next(r for r in routes if r["route"].get("cluster") == gw.ROUTING_CLUSTER)
+        route["route"]["retry_policy"]["per_try_timeout"] = "1s"
+
+    g = make_gateway(plugin_config=routing_config(endpoints, {"failures": 0, "window_seconds": 1,
+                                                              "seconds": 1}), mutate=mutate)
+    mock.add_fault(provider="openai", behavior="stall=4000")
+    for stream in (False, True):
+        t0 = time.monotonic()
+        h, text, _ = chat_raw(g, "prio-r", gw.nonce("stall"), stream=stream)
+        took = time.monotonic() - t0
+        assert (h["x-llm-deployment"], h["x-llm-attempts"]) == ("p-az", "2")
+        assert 0.9 < took < 3.5, took
+
+
 def test_a_stream_that_failed_after_its_first_byte_is_not_retried(rgw, mock):
     mock.add_fault(provider="openai", behavior="reset=mid_stream,chunks=8")
     token = gw.nonce("mid")
