@@ -629,7 +629,7 @@ pub fn on_request_body(cfg: &Config, pending: &Pending, body: &[u8]) -> Result<F
         let name = req.model.as_ref().map(|m| m.0.as_str()).unwrap_or("");
         return Err(fail(ApiError::model_not_found(name)));
     };
-    let model_idx = context_window(cfg, model_idx, pending.endpoint, body.len()).map_err(fail)?;
+    let model_idx = context_window(cfg, model_idx, pending.endpoint, body).map_err(fail)?;
     let model = &cfg.models[model_idx];
     let want = endpoint_kind(pending.endpoint);
     if model.kind != want {
@@ -753,16 +753,19 @@ pub fn forward_for(
     Ok(f)
 }
 
-/// The model that serves a prompt of `body_len` bytes: `model_idx`, or
-/// its `context_window_fallback` when the prompt (estimated at 4 bytes a
-/// token) is larger than its `context_window`; without a fallback, a 400
+/// The model that serves this prompt: `model_idx`, or its
+/// `context_window_fallback` when the prompt (see [`prompt_tokens`]) is
+/// larger than its `context_window`; without a fallback, a 400
 /// `context_length_exceeded`.
 fn context_window(
     cfg: &Config,
     model_idx: usize,
     endpoint: Endpoint,
-    body_len: usize,
+    body: &[u8],
 ) -> Result<usize, ApiError> {
+    // Most prompts are far below the window even counted at a token per 4
+    // bytes of body: only a large body is looked at closely.
+    let mut estimate: Option<u64> = None;
     let mut idx = model_idx;
     // A chain of fallbacks, each larger (checked at configuration time).
     for _ in 0..=cfg.models.len() {
@@ -770,8 +773,11 @@ fn context_window(
         let Some(window) = m.context_window else {
             return Ok(idx);
         };
-        let estimate = (body_len / 4) as u64;
-        if endpoint == Endpoint::CountTokens || estimate <= u64::from(window) {
+        if endpoint == Endpoint::CountTokens || (body.len() / 4) as u64 <= u64::from(window) {
+            return Ok(idx);
+        }
+        let estimate = *estimate.get_or_insert_with(|| prompt_tokens(body));
+        if estimate <= u64::from(window) {
             return Ok(idx);
         }
         match m.context_fallback {
@@ -790,6 +796,38 @@ fn context_window(
         }
     }
     Ok(idx)
+}
+
+/// A prompt's size in tokens, estimated at 4 bytes a token of its text: the
+/// body's strings and keys, without blobs (strings over 256 bytes without
+/// any whitespace: base64 images, audio and files, whose token cost is not
+/// their size).
+pub fn prompt_tokens(body: &[u8]) -> u64 {
+    fn walk(v: &serde_json::Value, n: &mut usize) {
+        match v {
+            serde_json::Value::String(s) => {
+                if s.len() <= 256 || s.bytes().any(|b| b.is_ascii_whitespace()) {
+                    *n += s.len();
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, n)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    *n += k.len();
+                    walk(x, n);
+                }
+            }
+            _ => *n += 2,
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => {
+            let mut n = 0;
+            walk(&v, &mut n);
+            (n / 4) as u64
+        }
+        Err(_) => (body.len() / 4) as u64,
+    }
 }
 
 /// What a request reserves against token and spend quotas: the answer's
@@ -1253,6 +1291,60 @@ mod tests {
         .ok()
         .unwrap();
         assert_eq!(f.exchange.model, 0);
+    }
+
+    #[test]
+    fn context_window_fallback_and_exceeded() {
+        let doc = format!(
+            r#"{{"providers":[{{"name":"oai","kind":"openai","cluster":"openai"}},
+                {{"name":"az","kind":"azure","cluster":"azure","host":"x.openai.azure.com"}}],
+            "models":[{{"name":"small","provider":"oai","context_window":50,"context_window_fallback":"mid"}},
+                      {{"name":"mid","provider":"oai","upstream_model":"gpt-4.1","context_window":200,
+                        "context_window_fallback":"big"}},
+                      {{"name":"big","deployments":[{{"provider":"az","upstream_model":"huge","endpoint":"127.0.0.1:9"}}],
+                        "context_window":100000}},
+                      {{"name":"tight","provider":"oai","context_window":50}}],
+            "callers":[{{"id":"a","key_sha256":"{}","models":["small","tight"]}}]}}"#,
+            hex(auth::key_digest("k"))
+        );
+        let c = Config::parse(doc.as_bytes(), &|_| None).unwrap();
+        let chat = |model: &str, text: &str| {
+            let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
+            on_request_body(
+                &c,
+                &pending(Endpoint::ChatCompletions),
+                body.to_string().as_bytes(),
+            )
+        };
+        let words = |n: usize| "word ".repeat(n);
+        // Fits: the model itself.
+        let f = chat("small", "hi").ok().unwrap();
+        assert_eq!((f.exchange.model, f.routed), (0, false));
+        // ~100 tokens: the next model; ~500: the one after (routed), even
+        // though the caller may only name `small`.
+        let f = chat("small", &words(80)).ok().unwrap();
+        assert_eq!(f.exchange.model, 1);
+        assert!(String::from_utf8_lossy(&f.upstream.body).contains("gpt-4.1"));
+        let f = chat("small", &words(400)).ok().unwrap();
+        assert_eq!((f.exchange.model, f.routed), (2, true));
+        // No fallback: 400 context_length_exceeded on `messages`.
+        let r = chat("tight", &words(80)).err().unwrap();
+        assert_eq!(r.status, 400);
+        let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(e["error"]["code"], "context_length_exceeded");
+        assert_eq!(e["error"]["param"], "messages");
+        // An inline image is a blob, not 100 000 tokens of text.
+        let img = format!("data:image/png;base64,{}", "A".repeat(400_000));
+        let body = serde_json::json!({"model": "tight", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": img}}]}]});
+        assert!(on_request_body(
+            &c,
+            &pending(Endpoint::ChatCompletions),
+            body.to_string().as_bytes()
+        )
+        .is_ok());
+        assert_eq!(prompt_tokens(b"not json at all"), 3);
     }
 
     #[test]

@@ -884,7 +884,7 @@ impl HttpContext for Http {
             &cfg.routing.endpoint_header,
             None,
         );
-        for h in DESCRIPTOR_HEADERS.iter().chain(ENVOY_RETRY_HEADERS.iter()) {
+        for h in DESCRIPTOR_HEADERS {
             set_header(MapType::HttpRequestHeaders, h, None);
         }
         let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
@@ -910,6 +910,7 @@ impl HttpContext for Http {
                 self.caller = Some(p.caller);
                 for h in gateway::STRIP_REQUEST_HEADERS
                     .iter()
+                    .chain(ENVOY_RETRY_HEADERS.iter())
                     .copied()
                     .chain(cfg.identity_headers())
                 {
