@@ -1,6 +1,7 @@
 """Every shipped Envoy config, compose file and plugin config is validated
 offline: `envoy --mode validate`, the Compose JSON schema, and the filter's
 own config parser (`llmgw config check`)."""
+import json
 import os
 import shutil
 import subprocess
@@ -121,7 +122,14 @@ def test_plugin_config_check_rejects_a_broken_config(tmp_path):
     r = subprocess.run([str(CLI), "config", "check", str(bad)] + [a for k in ENV for a in ("--env", f"{k}=x")],
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "models[6].provider" in r.stdout + r.stderr
+    models = json.loads(wasm_filter_configs(yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text()))[0]
+                        ["configuration"]["value"])["models"]
+    i = next(i for i, m in enumerate(models) if m.get("provider") == "ollama")
+    out = r.stdout + r.stderr
+    assert f"models[{i}].provider" in out
+    # Both the listener's filter and the routing cluster's upstream filter
+    # are checked (each reads the plugin config).
+    assert out.count(f"models[{i}].provider") == len(wasm_filter_configs(yaml.safe_load(doc))) == 2
 
 
 def test_compose_config_is_generated_from_envoy_yaml():
