@@ -3,6 +3,7 @@ offline: `envoy --mode validate`, the Compose JSON schema, and the filter's
 own config parser (`llmgw config check`)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,9 +57,14 @@ def localize(path: Path, tmp: Path) -> Path:
     text = text.replace("/etc/envoy/secrets/", "@SECRETS@/")
     text = text.replace("envoy/secrets/", "@SECRETS@/")
     text = text.replace("@SECRETS@", str(secrets))
-    k8s = tmp / "llm-secrets" / "openai"
-    k8s.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "envoy" / "secrets" / "openai.yaml", k8s / "openai.yaml")
+    # Secret volumes (/etc/llm-secrets/NAME/NAME.yaml): an SDS document
+    # holding NAME-key, as `scripts/mesh.py secret` writes it.
+    for name in set(re.findall(r"/etc/llm-secrets/([\w-]+)/\1\.yaml", text)):
+        k8s = tmp / "llm-secrets" / name
+        k8s.mkdir(parents=True, exist_ok=True)
+        (k8s / f"{name}.yaml").write_text(yaml.safe_dump({"resources": [{
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": f"{name}-key", "generic_secret": {"secret": {"inline_string": "test-key"}}}]}))
     text = text.replace("/etc/llm-secrets/", f"{tmp}/llm-secrets/")
     out = tmp / path.name
     out.write_text(text)
