@@ -55,6 +55,9 @@ pub enum Head {
     NeedBody(Pending),
     /// `GET /v1/usage`: the glue reads the counters (see [`usage_reply`]).
     Usage { caller: usize, query: String },
+    /// `GET /v1/routing` by an admin: the glue reads the deployments' state
+    /// (see [`routing_reply`]).
+    Routing,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +185,52 @@ fn path_query(path: &str) -> &str {
         .and_then(|p| p.split_once('?'))
         .map(|(_, q)| q)
         .unwrap_or("")
+}
+
+/// The answer to `GET /v1/routing`: every deployment with its settings and
+/// its shared state now (this minute's requests and tokens, requests in
+/// flight, moving latency, cooldown).
+pub fn routing_reply(
+    cfg: &Config,
+    stats: &dyn Fn(usize) -> crate::routing::Stats,
+    now_ms: u64,
+) -> Reply {
+    let data: Vec<serde_json::Value> = cfg
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let st = stats(i).at(now_ms);
+            serde_json::json!({
+                "deployment": d.name,
+                "model": cfg.models[d.model].name,
+                "provider": cfg.providers[d.provider].common().name,
+                "upstream_model": d.upstream,
+                "endpoint": d.endpoint,
+                "weight": d.weight,
+                "priority": d.priority,
+                "region": d.region,
+                "tags": d.tags,
+                "rpm": d.rpm,
+                "tpm": d.tpm,
+                "requests_this_minute": st.requests,
+                "tokens_this_minute": st.tokens,
+                "in_flight": st.in_flight,
+                "latency_ms": (st.latency_ms > 0).then_some(st.latency_ms),
+                "recent_failures": st.fails.iter().filter(|&&t| t + cfg.routing.cooldown.window_ms > now_ms).count(),
+                "cooling_down_for_ms": st.cool_until_ms.saturating_sub(now_ms),
+            })
+        })
+        .collect();
+    json_reply(
+        200,
+        &serde_json::json!({
+            "object": "list",
+            "data": data,
+            "strategies": cfg.models.iter().filter(|m| !m.deployments.is_empty())
+                .map(|m| (m.name.clone(), m.strategy.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+    )
 }
 
 /// The answer to `GET /v1/usage` (`query` as the client sent it): the
@@ -382,9 +431,11 @@ pub fn on_request_head(
         Models,
         Model(&'a str),
         Usage,
+        Routing,
     }
     let route = match rest {
         "/usage" => Route::Usage,
+        "/routing" => Route::Routing,
         "/chat/completions" => Route::Post(Endpoint::ChatCompletions),
         "/completions" => Route::Post(Endpoint::Completions),
         "/embeddings" => Route::Post(Endpoint::Embeddings),
@@ -419,12 +470,12 @@ pub fn on_request_head(
     };
     let shape = match route {
         Route::Post(e) => ErrorShape::for_endpoint(e),
-        Route::Models | Route::Model(_) | Route::Usage => ErrorShape::OpenAi,
+        Route::Models | Route::Model(_) | Route::Usage | Route::Routing => ErrorShape::OpenAi,
     };
     match (&route, method) {
         (Route::Post(_), "POST") => {}
         (Route::Post(_), _) => return Head::Reply(method_not_allowed(shape, method, "POST")),
-        (Route::Models | Route::Model(_) | Route::Usage, "GET" | "HEAD") => {}
+        (Route::Models | Route::Model(_) | Route::Usage | Route::Routing, "GET" | "HEAD") => {}
         (_, _) => return Head::Reply(method_not_allowed(shape, method, "GET")),
     }
     let (caller, via) = match auth::identify(cfg, view) {
@@ -433,6 +484,17 @@ pub fn on_request_head(
     };
     let c = &cfg.callers[caller];
     match route {
+        Route::Routing if !c.admin => Head::Reply(
+            shape.reply(
+                ApiError::new(
+                    403,
+                    "permission_error",
+                    "Only admin callers may read the routing state.",
+                )
+                .code("not_admin"),
+            ),
+        ),
+        Route::Routing => Head::Routing,
         Route::Usage => Head::Usage {
             caller,
             query: path_query(raw_path).to_string(),

@@ -273,6 +273,15 @@ impl RootContext for Root {
                         );
                     }
                 }
+                for d in &c.deployments {
+                    // Routing state, shared by every worker (see routing::update).
+                    if routing::ensure(&SharedData, &d.name).is_err() {
+                        log::error!(
+                            "llm-gateway: could not create the routing record of deployment {}",
+                            d.name
+                        );
+                    }
+                }
                 self.fetches = c.token_fetches();
                 if !self.fetches.is_empty() {
                     for f in &self.fetches {
@@ -888,6 +897,11 @@ impl HttpContext for Http {
                 Action::Continue
             }
             Head::Reply(r) => self.reply(r),
+            Head::Routing => {
+                let stats = |d: usize| routing::read(&SharedData, &cfg.deployments[d].name);
+                let r = gateway::routing_reply(&cfg, &stats, now_unix_ms());
+                self.reply(r)
+            }
             Head::Usage { caller, query } => {
                 let r = gateway::usage_reply(&cfg, &SharedData, caller, &query, now_unix_ms());
                 self.reply(r)

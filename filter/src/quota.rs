@@ -1267,4 +1267,4 @@ pub fn team_report(store: &dyn Store, team: &str, now_ms: u64) -> serde_json::Va
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -259,7 +259,8 @@ impl Stats {
             return false;
         }
         let since = now_ms.saturating_sub(cd.window_ms);
-        self.fails.retain(|&t| t > since && t <= now_ms);
+        // (Other workers' clocks may be a little ahead: keep their times.)
+        self.fails.retain(|&t| t > since);
         self.fails.push(now_ms);
         if self.fails.len() > MAX_FAILS_KEPT {
             self.fails.remove(0);
@@ -307,7 +308,18 @@ pub fn stats_key(deployment: &str) -> String {
     format!("llm-gateway/route/d/{deployment}")
 }
 
-const CAS_ATTEMPTS: usize = 64;
+const CAS_ATTEMPTS: usize = 256;
+
+/// Create a deployment's record if it does not exist (the filter does it
+/// for every deployment when the configuration loads, so requests only
+/// write with compare-and-swap).
+pub fn ensure(store: &dyn Store, deployment: &str) -> Result<(), StoreError> {
+    let key = stats_key(deployment);
+    if store.get(&key).is_some() {
+        return Ok(());
+    }
+    store.set(&key, &Stats::default().encode(), None)
+}
 
 /// Read-modify-write of a deployment's stats with compare-and-swap; `f`'s
 /// result is returned once the write went through.
@@ -319,11 +331,15 @@ pub fn update<T>(
     let key = stats_key(deployment);
     for _ in 0..CAS_ATTEMPTS {
         let (mut st, cas) = match store.get(&key) {
-            Some((b, cas)) => (Stats::decode(&b), Some(cas)),
-            None => (Stats::default(), None),
+            Some((b, cas)) => (Stats::decode(&b), cas),
+            None => {
+                // Not created at configuration time (should not happen).
+                ensure(store, deployment).ok()?;
+                continue;
+            }
         };
         let out = f(&mut st);
-        match store.set(&key, &st.encode(), cas) {
+        match store.set(&key, &st.encode(), Some(cas)) {
             Ok(()) => return Some(out),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Failed) => return None,

@@ -205,7 +205,9 @@ fn run_case(cfg: &Config, case: &Path) {
             check_local_reply(case, &r);
             return;
         }
-        Head::PassThrough | Head::Usage { .. } => panic!("{}: path not handled", case.display()),
+        Head::PassThrough | Head::Usage { .. } | Head::Routing => {
+            panic!("{}: path not handled", case.display())
+        }
     };
     let fwd = match gateway::on_request_body(cfg, &pending, &body)
         .and_then(|mut f| f.sign(cfg, NOW).map(|()| f))

@@ -236,6 +236,12 @@ proptest! {
                     prop_assert!(v["object"] == "list" || v["object"] == "model", "{v}");
                 }
             }
+            Head::Routing => {
+                prop_assert!(matches!(method.as_str(), "GET" | "HEAD"), "{method} {path}");
+                prop_assert!(path.split(['?', '#']).next() == Some("/v1/routing"), "{path}");
+                let r = gateway::routing_reply(cfg, &|_| Default::default(), 1_700_000_000_000);
+                prop_assert_eq!(r.status, 200);
+            }
             Head::Usage { caller, query } => {
                 prop_assert!(matches!(method.as_str(), "GET" | "HEAD"), "{method} {path}");
                 prop_assert!(path.split(['?', '#']).next() == Some("/v1/usage"), "{path}");
@@ -341,6 +347,9 @@ fn hand_written_bad_inputs_natively() {
                 match gateway::on_request_head(&cfg, &View(h), method, &path, body.is_empty()) {
                     Head::Reply(r) => r,
                     Head::PassThrough => panic!("{name}: passed through"),
+                    Head::Routing => {
+                        gateway::routing_reply(&cfg, &|_| Default::default(), 1_700_000_000_000)
+                    }
                     Head::Usage { caller, query } => gateway::usage_reply(
                         &cfg,
                         &MemStore::default(),

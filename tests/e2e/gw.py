@@ -325,6 +325,19 @@ class Mock:
                 return found
             time.sleep(0.05)
 
+    def add_fault(self, **rule) -> dict:
+        """A failure switch (`POST /__mock/faults`): e.g. provider="openai",
+        behavior="fail=503", count=2. Cleared by `clear_faults`."""
+        r = self._http.post("/__mock/faults", json=rule)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def faults(self) -> list[dict]:
+        return self._http.get("/__mock/faults").json()
+
+    def clear_faults(self) -> None:
+        self._http.delete("/__mock/faults").raise_for_status()
+
     def find_one(self, token: str) -> dict:
         found = self.find(token)
         assert len(found) == 1, f"expected one upstream request with {token!r}, got {len(found)}"
