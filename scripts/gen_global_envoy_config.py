@@ -9,12 +9,19 @@ two never drift. Added, nothing else changed:
   - the HTTP filter `envoy.filters.http.ratelimit` after the Wasm filter and
     before the router, asking the gRPC cluster `ratelimit` (domain
     llm-gateway);
-  - on the provider route, `typed_per_filter_config` for that filter with
-    the rate limit actions (route-level `rate_limits` cannot carry
+  - on the provider route and on the route to the routing cluster (models
+    with deployments), `typed_per_filter_config` for that filter with the
+    rate limit actions (route-level `rate_limits` cannot carry
     `hits_addend`: Envoy only honours it in RateLimitPerRoute.rate_limits or
-    the filter's own `rate_limits`);
+    the filter's own `rate_limits`); the same object on both routes, so one
+    list and a YAML alias in the output;
   - the cluster `ratelimit` (HTTP/2, 127.0.0.1:8081, envoyproxy/ratelimit's
     gRPC port).
+
+The deployment listeners, the routing cluster and the filter's upstream
+role (root_id llmgw-upstream) are kept as they are; the upstream filter keeps
+sharing the downstream filter's vm_config and configuration (one object,
+dumped as an anchor and its alias), so both read the edited plugin config.
 
 `--check` exits 1 if the committed file is out of date.
 """
@@ -28,6 +35,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import envoy_doc  # noqa: E402
 from gen_ratelimit_config import (  # noqa: E402
     DESCRIPTORS, DOMAIN, FILTER_STATE, KINDS, TOKENS_FILTER_STATE)
 
@@ -59,22 +67,10 @@ def _str(dumper, data):
 Dumper.add_representer(str, _str)
 
 
-def walk(node, fn):
-    if isinstance(node, dict):
-        fn(node)
-        for v in node.values():
-            walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            walk(v, fn)
-
-
 def hcm(doc: dict) -> dict:
-    found = []
-    walk(doc, lambda d: found.append(d["typed_config"])
-         if d.get("name") == "envoy.filters.network.http_connection_manager" else None)
-    assert len(found) == 1, "expected one http_connection_manager"
-    return found[0]
+    """The main listener's HTTP connection manager (the one running the
+    filter in its downstream role; deployment listeners have their own)."""
+    return envoy_doc.main_hcm(doc)
 
 
 def provider_route(doc: dict) -> dict:
@@ -84,10 +80,20 @@ def provider_route(doc: dict) -> dict:
     return found[0]
 
 
+def routing_routes(doc: dict) -> list[dict]:
+    """The routes to the routing cluster (models with deployments): none
+    when the config has no such route."""
+    cluster, _ = envoy_doc.routing_settings(envoy_doc.plugin_config(doc))
+    routes = hcm(doc)["route_config"]["virtual_hosts"][0]["routes"]
+    return [r for r in routes if r.get("route", {}).get("cluster") == cluster]
+
+
 def wasm_filter(doc: dict) -> dict:
-    found = [f for f in hcm(doc)["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
-    assert len(found) == 1, "expected one wasm filter"
-    return found[0]
+    """The filter in its downstream role (not the routing cluster's
+    upstream one)."""
+    f = envoy_doc.downstream_wasm_filter(doc)
+    assert any(f is g for g in hcm(doc)["http_filters"]), "the downstream filter is not in the main HCM"
+    return f
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -244,17 +250,26 @@ def rls_cluster() -> dict:
 
 def transform(doc: dict) -> dict:
     doc = copy.deepcopy(doc)
-    conf = wasm_filter(doc)["typed_config"]["config"]["configuration"]
+    down = wasm_filter(doc)["typed_config"]["config"]
+    for f in envoy_doc.upstream_wasm_filters(doc):
+        up = f["typed_config"]["config"]
+        assert up["vm_config"] == down["vm_config"] and up["configuration"] == down["configuration"], \
+            "the upstream filter must run the downstream filter's vm_config and configuration"
+    conf = down["configuration"]
     conf["value"] = enable_descriptor_headers(conf["value"])
+    envoy_doc.share_wasm_config(doc)
     filters = hcm(doc)["http_filters"]
     i = filters.index(wasm_filter(doc))
     assert filters[-1]["name"] == "envoy.filters.http.router"
     filters.insert(i + 1, ratelimit_filter())
-    route = provider_route(doc)
-    route.setdefault("typed_per_filter_config", {})[RATELIMIT_FILTER] = {
+    # Routed models are charged like the others: the filter sets the same
+    # descriptor state before sending them to the routing cluster.
+    per_route = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
         "rate_limits": rate_limits(),
     }
+    for route in [provider_route(doc)] + routing_routes(doc):
+        route.setdefault("typed_per_filter_config", {})[RATELIMIT_FILTER] = per_route
     doc["static_resources"]["clusters"].append(rls_cluster())
     return doc
 

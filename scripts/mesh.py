@@ -4,8 +4,17 @@
 - `k8s/plugin-config.json`: the plugin config for cluster deployments
   (providers with Istio-style cluster names `outbound|443||HOST`, callers,
   identity sources). Its `models` are copied from `envoy/envoy.yaml` for the
-  providers it has, so models and prices never drift.
-- `envoy/envoy.yaml`: the HTTP connection manager, route and Wasm settings.
+  providers it has (a model with deployments when it has all of their
+  providers), and `routing` with them, so models and prices never drift.
+- `envoy/envoy.yaml`: the HTTP connection manager, route and Wasm settings,
+  and for models with deployments the routing cluster and the deployment
+  listeners (kept in the standalone bootstrap).
+
+The Istio outputs (istio/, tests/e2e/ingress/) embed the plugin config
+WITHOUT the models that have deployments and without `routing`
+(`istio_plugin_config`): routing needs the routing cluster (override_host
+policy, the filter again as its upstream filter) and one loopback listener
+per deployment, which no EnvoyFilter here patches in yet.
 
     mesh.py generate [--check]   # rewrite (or check) every generated file below
     mesh.py render --out DIR --image REF [--digest HEX | --layout DIR]
@@ -35,6 +44,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import envoy_doc  # noqa: E402
 PLUGIN_CONFIG = ROOT / "k8s" / "plugin-config.json"
 SHIPPED_ENVOY = ROOT / "envoy" / "envoy.yaml"
 
@@ -78,12 +89,69 @@ HEADER = """\
 
 # ----------------------------------------------------------------- sources
 
+def model_providers(m: dict) -> set[str]:
+    """The providers a model needs: its own, or its deployments'."""
+    if "deployments" in m:
+        return {d["provider"] for d in m["deployments"]}
+    return {m["provider"]}
+
+
 def load_plugin_config() -> dict:
     cfg = json.loads(PLUGIN_CONFIG.read_text())
     shipped = shipped_plugin_config()
     names = {p["name"] for p in cfg["providers"]}
-    cfg["models"] = [m for m in shipped["models"] if m["provider"] in names]
+    cfg["models"] = [m for m in shipped["models"] if model_providers(m) <= names]
+    prune_model_references(cfg)
+    if any("deployments" in m for m in cfg["models"]) and "routing" in shipped:
+        routing = copy.deepcopy(shipped["routing"])
+        # A pin on a caller this config does not have would not parse.
+        callers = {c["id"] for c in cfg.get("callers", [])}
+        if "pinning" in routing:
+            routing["pinning"] = [p for p in routing["pinning"] if p.get("caller", "") in callers | {""}]
+        cfg["routing"] = routing
+    else:
+        cfg.pop("routing", None)
     return cfg
+
+
+def model_names(m: dict) -> set[str]:
+    return {m["name"], *m.get("aliases", [])}
+
+
+def prune_model_references(cfg: dict) -> None:
+    """Drop what names a model `cfg` no longer has: fallbacks,
+    context_window_fallback, per-model quotas. A default_model that is gone
+    is an error (nothing sensible to put instead)."""
+    known = set().union(*(model_names(m) for m in cfg["models"]))
+    for m in cfg["models"]:
+        if "fallbacks" in m:
+            m["fallbacks"] = [f for f in m["fallbacks"] if f in known]
+            if not m["fallbacks"]:
+                del m["fallbacks"]
+        if m.get("context_window_fallback") not in (None, *known):
+            del m["context_window_fallback"]
+    quotas = cfg.get("quotas") or {}
+    levels = [quotas.get("default")] + list(quotas.get("teams", {}).values()) + \
+        list(quotas.get("callers", {}).values())
+    for lim in levels:
+        if lim and "models" in lim:
+            lim["models"] = {k: v for k, v in lim["models"].items() if k in known}
+    if cfg.get("default_model") and cfg["default_model"] not in known:
+        raise SystemExit(f"mesh.py: default_model {cfg['default_model']!r} is not served here")
+
+
+def istio_plugin_config(cfg: dict) -> dict:
+    """The plugin config the Istio outputs embed: without the models that
+    have deployments and without `routing`. Routing across deployments needs
+    the routing cluster (override_host on x-llmgw-endpoints, the filter as its
+    upstream filter with root_id llmgw-upstream) and a loopback listener per
+    deployment; the EnvoyFilters here do not patch those in (not shipped
+    yet), so such a model would be sent to a cluster the proxy lacks."""
+    out = copy.deepcopy(cfg)
+    out["models"] = [m for m in out["models"] if "deployments" not in m]
+    out.pop("routing", None)
+    prune_model_references(out)
+    return out
 
 
 def shipped_envoy() -> dict:
@@ -101,16 +169,15 @@ def walk(node, fn):
 
 
 def shipped_wasm_filter(doc: dict) -> dict:
-    found = []
-    walk(doc, lambda d: found.append(d) if d.get("name") == "envoy.filters.http.wasm" else None)
-    assert len(found) == 1, "envoy/envoy.yaml should have one wasm filter"
-    return found[0]
+    """The filter in its downstream role (not the routing cluster's upstream
+    filter)."""
+    return envoy_doc.downstream_wasm_filter(doc)
 
 
 def shipped_hcm(doc: dict) -> dict:
-    found = []
-    walk(doc, lambda d: found.append(d["typed_config"]) if d.get("name") == HCM_NAME else None)
-    return found[0]
+    """The main listener's HTTP connection manager (not a deployment
+    listener's)."""
+    return envoy_doc.main_hcm(doc)
 
 
 def shipped_plugin_config() -> dict:
@@ -499,19 +566,57 @@ def health_listener(port: int) -> dict:
     }
 
 
+def deployment_parts(doc: dict, cfg: dict) -> tuple[list, dict]:
+    """envoy/envoy.yaml's deployment listeners and routing cluster for the
+    deployments of `cfg`: each listener (found by the deployment's endpoint)
+    now routes to the cluster of the deployment's provider in `cfg`; the
+    routing cluster keeps the endpoints of these deployments only."""
+    cluster_name, _ = envoy_doc.routing_settings(cfg)
+    rc = envoy_doc.cluster(doc, cluster_name)
+    assert rc is not None, f"envoy/envoy.yaml has no routing cluster {cluster_name}"
+    by_addr = {envoy_doc.listener_address(lst): lst for lst in doc["static_resources"]["listeners"]}
+    lb = {envoy_doc.endpoint_of(e): e for group in rc["load_assignment"]["endpoints"]
+          for e in group["lb_endpoints"]}
+    providers = {p["name"]: p for p in cfg["providers"]}
+    listeners = []
+    for _, d in envoy_doc.deployments(cfg):
+        lst = copy.deepcopy(by_addr[d["endpoint"]])
+        routes = [r for h in envoy_doc.hcms(lst) for vh in h["route_config"]["virtual_hosts"]
+                  for r in vh["routes"]]
+        assert len(routes) == 1, lst["name"]
+        routes[0]["route"]["cluster"] = providers[d["provider"]]["cluster"]
+        listeners.append(lst)
+        assert lb[d["endpoint"]]["metadata"]["filter_metadata"]["llm"]["deployment"] == d["name"]
+    wanted = {d["endpoint"] for _, d in envoy_doc.deployments(cfg)}
+    groups = []
+    for group in rc["load_assignment"]["endpoints"]:
+        group["lb_endpoints"] = [e for e in group["lb_endpoints"] if envoy_doc.endpoint_of(e) in wanted]
+        if group["lb_endpoints"]:
+            groups.append(group)
+    rc["load_assignment"]["endpoints"] = groups
+    return listeners, rc
+
+
 def standalone_envoy(cfg: dict, transform=None) -> dict:
-    """`transform` (a function of the single-listener document) runs before
-    the health listener is added."""
+    """envoy/envoy.yaml with `cfg`: its main listener on 0.0.0.0, the
+    deployment listeners of `cfg`'s deployments (loopback, to the providers'
+    clusters) and the routing cluster, the providers' clusters with TLS.
+    `transform` (a function of the document) runs before the health listener
+    is added."""
     doc = shipped_envoy()
     doc["node"] = {"id": "llm-gateway", "cluster": "llm-gateway"}
     doc["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}}
-    listener = doc["static_resources"]["listeners"][0]
+    listener = envoy_doc.main_listener(doc)
     listener["address"]["socket_address"]["address"] = "0.0.0.0"
     wasm = shipped_wasm_filter(doc)["typed_config"]["config"]
     wasm["vm_config"]["code"] = {"local": {"filename": f"{WASM_MOUNT}/plugin.wasm"}}
     wasm["vm_config"]["environment_variables"] = {"host_env_keys": env_names(cfg)}
     wasm["configuration"]["value"] = plugin_json(cfg)
-    clusters = []
+    # The routing cluster's upstream filter: the same VM and plugin config.
+    envoy_doc.share_wasm_config(doc)
+    deployment_listeners, routing_cluster = deployment_parts(doc, cfg)
+    doc["static_resources"]["listeners"] = [listener] + deployment_listeners
+    clusters = [routing_cluster]
     for p in cfg["providers"]:
         host = provider_host(p)
         c = cluster(p["cluster"], host, 443, dns=True)
@@ -650,28 +755,29 @@ def dump(docs: list, header: str = HEADER) -> str:
 
 def generated() -> dict[str, str]:
     cfg = load_plugin_config()
-    out = {}
-    pc = dict(json.loads(PLUGIN_CONFIG.read_text()))
-    pc["models"] = cfg["models"]
-    out["k8s/plugin-config.json"] = plugin_json(pc)
+    out = {"k8s/plugin-config.json": plugin_json(cfg)}
+    # The standalone bootstraps serve `cfg` as it is (routing included);
+    # the Istio outputs `icfg`, without the models that have deployments
+    # (see istio_plugin_config).
+    icfg = istio_plugin_config(cfg)
     gw_ctx = "GATEWAY"
     out["istio/gateway/llm-gateway-envoyfilter.yaml"] = dump([envoyfilter(
         FILTER, NAMESPACE,
-        filter_patches(cfg, gw_ctx, listener={},
+        filter_patches(icfg, gw_ctx, listener={},
                        route_config={"portNumber": 443, "gateway": f"{NAMESPACE}/llm-gateway"},
                        vhost=f"{PUBLIC_HOST}:443"),
         GATEWAY_LABELS, GATEWAY_FILTER_COMMENT)])
     out["istio/gateway/llm-gateway-credentials.yaml"] = dump([envoyfilter(
-        "llm-gateway-credentials", NAMESPACE, credential_patches(cfg, gw_ctx), GATEWAY_LABELS,
+        "llm-gateway-credentials", NAMESPACE, credential_patches(icfg, gw_ctx), GATEWAY_LABELS,
         CREDENTIALS_COMMENT)])
-    docs = egress_docs(cfg, NAMESPACE)
+    docs = egress_docs(icfg, NAMESPACE)
     for i in range(0, len(docs), 2):
         name = docs[i][1]["metadata"]["name"].removeprefix("llm-")
         out[f"istio/egress/{name}.yaml"] = dump(docs[i:i + 2])
     sc = "SIDECAR_OUTBOUND"
     out["istio/sidecar/llm-gateway-envoyfilter.yaml"] = dump([envoyfilter(
         FILTER, SIDECAR_NAMESPACE,
-        filter_patches(cfg, sc, listener={"portNumber": 80}, route_config={"portNumber": 80},
+        filter_patches(icfg, sc, listener={"portNumber": 80}, route_config={"portNumber": 80},
                        vhost=f"{SIDECAR_HOST}:80"),
         None,
         f"# Namespace-wide variant: every workload of namespace {SIDECAR_NAMESPACE} (no\n"
@@ -679,9 +785,9 @@ def generated() -> dict[str, str]:
         f"# port 80 to the Service llm.{SIDECAR_NAMESPACE} (OPENAI_BASE_URL=http://llm/v1).\n"
         "# Same patches as istio/gateway, in the SIDECAR_OUTBOUND context.\n")])
     out["istio/sidecar/llm-gateway-credentials.yaml"] = dump([envoyfilter(
-        "llm-gateway-credentials", SIDECAR_NAMESPACE, credential_patches(cfg, sc), None,
+        "llm-gateway-credentials", SIDECAR_NAMESPACE, credential_patches(icfg, sc), None,
         CREDENTIALS_COMMENT)])
-    for path, docs in wasmplugin_docs(cfg).items():
+    for path, docs in wasmplugin_docs(icfg).items():
         out[path] = dump(docs)
     out["k8s/overlays/standalone/envoy.yaml"] = dump([(
         "# Envoy bootstrap of the standalone Deployment (k8s/overlays/standalone):\n"
@@ -700,7 +806,7 @@ def generated() -> dict[str, str]:
         "# transform of k8s/overlays/standalone/envoy.yaml): Envoy's rate limit filter asks\n"
         "# the ratelimit Service of k8s/components/global-ratelimit.\n", rl_doc)])
     out["k8s/components/global-ratelimit/ratelimit-config.yaml"] = rl_config
-    ingress, ecds = ingress_envoy(cfg)
+    ingress, ecds = ingress_envoy(icfg)
     note = ("# The ingress gateway as Envoy sees it after istiod and istio-agent (for\n"
             "# tests/e2e/test_ingress.py; paths relative to the repository root).\n")
     out["tests/e2e/ingress/envoy.yaml"] = dump([(note, ingress)])

@@ -15,6 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+import envoy_doc  # noqa: E402
 import gen_global_envoy_config as envgen  # noqa: E402
 import gen_ratelimit_config as rlgen  # noqa: E402
 
@@ -65,15 +66,40 @@ def test_everything_but_the_rate_limit_parts_equals_envoy_yaml():
     assert len(provider) == 1
     tpfc = provider[0].pop("typed_per_filter_config")
     assert set(tpfc) == {RL}
+    # Routed models (the route to the routing cluster) are charged the same.
+    routed = _routing_routes(g)
+    assert len(routed) == 1
+    assert routed[0].pop("typed_per_filter_config") == tpfc
     for r in _routes(g):
         assert "typed_per_filter_config" not in r and "rate_limits" not in r.get("route", {})
     clusters = g["static_resources"]["clusters"]
     assert [c["name"] for c in clusters if c["name"] == "ratelimit"] == ["ratelimit"]
     g["static_resources"]["clusters"] = [c for c in clusters if c["name"] != "ratelimit"]
     for doc in (g, base):
-        f = next(f for f in _hcm(doc)["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-        f["typed_config"]["config"]["configuration"]["value"] = None
+        for f in envoy_doc.wasm_filters(doc):
+            f["typed_config"]["config"]["configuration"]["value"] = None
     assert g == base
+
+
+def _routing_routes(doc):
+    cluster, _ = envoy_doc.routing_settings(_plugin(doc))
+    return [r for r in _routes(doc) if r.get("route", {}).get("cluster") == cluster]
+
+
+def test_the_upstream_filter_reads_the_global_plugin_config():
+    """The routing cluster's upstream filter runs the same VM and the same
+    (edited) plugin config as the downstream one."""
+    glob = yaml.safe_load(GLOBAL.read_text())
+    down = envoy_doc.downstream_wasm_filter(glob)["typed_config"]["config"]
+    ups = envoy_doc.upstream_wasm_filters(glob)
+    assert len(ups) == 1
+    up = ups[0]["typed_config"]["config"]
+    assert up["vm_config"] == down["vm_config"]
+    assert up["configuration"] == down["configuration"]
+    assert json.loads(up["configuration"]["value"])["quotas"]["global"] == {"descriptor_headers": True}
+    # In the file: one anchor, one alias (nothing to keep in step by hand).
+    text = GLOBAL.read_text()
+    assert "vm_config: *" in text and "configuration: *" in text
 
 
 def test_rate_limit_filter_and_cluster():
@@ -100,6 +126,8 @@ def test_actions_send_the_descriptors_the_service_config_expects():
     glob = yaml.safe_load(GLOBAL.read_text())
     route = next(r for r in _routes(glob) if "cluster_header" in r.get("route", {}))
     per_route = route["typed_per_filter_config"][RL]
+    for r in _routing_routes(glob):
+        assert r["typed_per_filter_config"][RL] == per_route
     assert per_route["@type"].endswith("envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute")
     seen = []
     for rl in per_route["rate_limits"]:

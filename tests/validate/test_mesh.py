@@ -239,12 +239,72 @@ def test_generated_files_are_current():
 
 def test_mesh_models_are_envoy_yaml_models():
     """The cluster config serves the shipped models of its providers, same
-    names, upstream models and prices (copied by `mesh.py generate`)."""
+    names, upstream models and prices (copied by `mesh.py generate`); a
+    model with deployments when it has every deployment's provider, and
+    then the shipped `routing` too."""
     cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
     shipped = mesh.shipped_plugin_config()
     names = {p["name"] for p in cfg["providers"]}
-    assert cfg["models"] == [m for m in shipped["models"] if m["provider"] in names]
+
+    def served(m):
+        if "deployments" in m:
+            return all(d["provider"] in names for d in m["deployments"])
+        return m["provider"] in names
+
+    assert cfg["models"] == [m for m in shipped["models"] if served(m)]
     assert len(cfg["models"]) >= 6
+    assert [m for m in cfg["models"] if "deployments" in m]
+    assert cfg["routing"] == shipped["routing"]
+
+
+ISTIO_PLUGIN_FILES = ["istio/gateway/llm-gateway-envoyfilter.yaml", "istio/sidecar/llm-gateway-envoyfilter.yaml",
+                      "tests/e2e/ingress/ecds.yaml", "istio/wasmplugin/gateway.yaml",
+                      "istio/wasmplugin/namespace.yaml"]
+
+
+def embedded_plugin_configs(path: str) -> list[dict]:
+    """Every plugin config in a file: WasmPlugin pluginConfig, and the
+    configuration of every Wasm filter config (EnvoyFilter patch, ECDS)."""
+    out = []
+    for doc in docs_of((ROOT / path).read_text()):
+        if doc.get("kind") == "WasmPlugin":
+            out.append(doc["spec"]["pluginConfig"])
+        mesh.walk(doc, lambda d: out.append(json.loads(d["config"]["configuration"]["value"]))
+                  if d.get("@type") == mesh.WASM_TYPE else None)
+    return out
+
+
+@pytest.mark.parametrize("path", ISTIO_PLUGIN_FILES)
+def test_istio_plugin_config_has_no_routing(path):
+    """Istio gets no routing cluster nor deployment listeners (not patched in
+    yet), so its plugin config is the cluster config without the models that
+    have deployments and without `routing`; nothing else differs."""
+    cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
+    want = {**cfg, "models": [m for m in cfg["models"] if "deployments" not in m]}
+    del want["routing"]
+    routed = {m["name"] for m in cfg["models"] if "deployments" in m}
+    # The cluster config refers to its routed models only from routed models.
+    assert not any(set(m.get("fallbacks", [])) & routed or m.get("context_window_fallback") in routed
+                   for m in want["models"])
+    found = embedded_plugin_configs(path)
+    assert found
+    for got in found:
+        assert got == want
+
+
+def test_istio_plugin_config_drops_references_to_routed_models():
+    cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
+    routed = next(m["name"] for m in cfg["models"] if "deployments" in m)
+    cfg["models"].append({"name": "big", "provider": "openai", "context_window_fallback": routed})
+    cfg["quotas"]["teams"]["team-b"]["models"] = {routed: {"requests_per_minute": 1},
+                                                 "gpt-4o-mini": {"requests_per_minute": 2}}
+    out = mesh.istio_plugin_config(cfg)
+    assert routed not in {m["name"] for m in out["models"]} and "routing" not in out
+    assert "context_window_fallback" not in next(m for m in out["models"] if m["name"] == "big")
+    assert out["quotas"]["teams"]["team-b"]["models"] == {"gpt-4o-mini": {"requests_per_minute": 2}}
+    cfg["default_model"] = routed
+    with pytest.raises(SystemExit):
+        mesh.istio_plugin_config(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +465,7 @@ def test_wasmplugin_reference_fields():
     for spec in (gw, ns):
         assert spec["phase"] == "STATS" and spec["failStrategy"] == "FAIL_RELOAD"
         assert spec["imagePullPolicy"] == "IfNotPresent" and spec["url"].startswith("oci://")
-        assert spec["pluginConfig"] == cfg
+        assert spec["pluginConfig"] == mesh.istio_plugin_config(cfg)
         assert {e["name"] for e in spec["vmConfig"]["env"]} == set(mesh.env_names(cfg))
         assert all(e["valueFrom"] == "HOST" for e in spec["vmConfig"]["env"])
     assert gw["selector"]["matchLabels"] == mesh.GATEWAY_LABELS
@@ -640,18 +700,44 @@ def test_envoy_validate(cfg, tmp_path):
     assert "OK" in r.stdout + r.stderr
 
 
-def test_standalone_envoy_config_is_envoy_yaml_with_real_providers():
-    doc = yaml.safe_load((ROOT / "k8s/overlays/standalone/envoy.yaml").read_text())
+@pytest.mark.parametrize("path", ["k8s/overlays/standalone/envoy.yaml",
+                                  "k8s/overlays/standalone-global-ratelimit/envoy.yaml"])
+def test_standalone_envoy_config_is_envoy_yaml_with_real_providers(path):
+    doc = yaml.safe_load((ROOT / path).read_text())
     shipped = mesh.shipped_envoy()
-    assert mesh.shipped_hcm(doc)["route_config"] == mesh.shipped_hcm(shipped)["route_config"]
+    cfg = json.loads((ROOT / "k8s/plugin-config.json").read_text())
+    if "global" not in path:
+        assert mesh.shipped_hcm(doc)["route_config"] == mesh.shipped_hcm(shipped)["route_config"]
     w = mesh.shipped_wasm_filter(doc)["typed_config"]["config"]
     assert w["allow_on_headers_stop_iteration"] is True
-    assert json.loads(w["configuration"]["value"]) == json.loads((ROOT / "k8s/plugin-config.json").read_text())
+    plugin = json.loads(w["configuration"]["value"])
+    plugin.get("quotas", {}).pop("global", None)
+    assert plugin == cfg
     assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    for p in json.loads((ROOT / "k8s/plugin-config.json").read_text())["providers"]:
+    for p in cfg["providers"]:
         c = clusters[p["cluster"]]
         assert c["transport_socket"]["typed_config"]["sni"] == p["host"]
+    # Routing across deployments works as in envoy/envoy.yaml: the routing
+    # cluster, the upstream filter on the same VM and plugin config, and a
+    # loopback listener per deployment that goes to its provider's cluster.
+    rc = clusters[cfg["routing"]["cluster"]]
+    up = [f for f in mesh.envoy_doc.wasm_filters(rc) if mesh.envoy_doc.is_upstream(f)]
+    assert len(up) == 1
+    assert up[0]["typed_config"]["config"]["configuration"] == w["configuration"]
+    assert up[0]["typed_config"]["config"]["vm_config"] == w["vm_config"]
+    eps = {mesh.envoy_doc.endpoint_of(e): e["metadata"]["filter_metadata"]["llm"]["deployment"]
+           for g in rc["load_assignment"]["endpoints"] for e in g["lb_endpoints"]}
+    providers = {p["name"]: p for p in cfg["providers"]}
+    deps = mesh.envoy_doc.deployments(cfg)
+    assert eps == {d["endpoint"]: d["name"] for _, d in deps}
+    listeners = {mesh.envoy_doc.listener_address(lst): lst for lst in doc["static_resources"]["listeners"]}
+    for _, d in deps:
+        assert d["endpoint"].startswith("127.0.0.1:")
+        hcm, = mesh.envoy_doc.hcms(listeners[d["endpoint"]])
+        route, = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        assert route["route"]["cluster"] == providers[d["provider"]]["cluster"]
+        assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"]
 
 
 # ------------------------------------------------------------------ plugin configs

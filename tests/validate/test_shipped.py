@@ -1,7 +1,9 @@
 """Every shipped Envoy config, compose file and plugin config is validated
 offline: `envoy --mode validate`, the Compose JSON schema, and the filter's
 own config parser (`llmgw config check`)."""
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,9 +57,14 @@ def localize(path: Path, tmp: Path) -> Path:
     text = text.replace("/etc/envoy/secrets/", "@SECRETS@/")
     text = text.replace("envoy/secrets/", "@SECRETS@/")
     text = text.replace("@SECRETS@", str(secrets))
-    k8s = tmp / "llm-secrets" / "openai"
-    k8s.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "envoy" / "secrets" / "openai.yaml", k8s / "openai.yaml")
+    # Secret volumes (/etc/llm-secrets/NAME/NAME.yaml): an SDS document
+    # holding NAME-key, as `scripts/mesh.py secret` writes it.
+    for name in set(re.findall(r"/etc/llm-secrets/([\w-]+)/\1\.yaml", text)):
+        k8s = tmp / "llm-secrets" / name
+        k8s.mkdir(parents=True, exist_ok=True)
+        (k8s / f"{name}.yaml").write_text(yaml.safe_dump({"resources": [{
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": f"{name}-key", "generic_secret": {"secret": {"inline_string": "test-key"}}}]}))
     text = text.replace("/etc/llm-secrets/", f"{tmp}/llm-secrets/")
     out = tmp / path.name
     out.write_text(text)
@@ -121,7 +128,14 @@ def test_plugin_config_check_rejects_a_broken_config(tmp_path):
     r = subprocess.run([str(CLI), "config", "check", str(bad)] + [a for k in ENV for a in ("--env", f"{k}=x")],
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "models[6].provider" in r.stdout + r.stderr
+    models = json.loads(wasm_filter_configs(yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text()))[0]
+                        ["configuration"]["value"])["models"]
+    i = next(i for i, m in enumerate(models) if m.get("provider") == "ollama")
+    out = r.stdout + r.stderr
+    assert f"models[{i}].provider" in out
+    # Both the listener's filter and the routing cluster's upstream filter
+    # are checked (each reads the plugin config).
+    assert out.count(f"models[{i}].provider") == len(wasm_filter_configs(yaml.safe_load(doc))) == 2
 
 
 def test_compose_config_is_generated_from_envoy_yaml():
