@@ -444,6 +444,12 @@ def llm_route(doc: dict) -> dict:
     return next(r for r in routes if "cluster_header" in r.get("route", {}))
 
 
+def routing_route(doc: dict) -> dict:
+    """The route of models with deployments (to the routing cluster)."""
+    routes = hcm(doc)["route_config"]["virtual_hosts"][0]["routes"]
+    return next(r for r in routes if r.get("route", {}).get("cluster") == ROUTING_CLUSTER)
+
+
 def cluster(doc: dict, name: str) -> dict:
     return next(c for c in doc["static_resources"]["clusters"] if c["name"] == name)
 

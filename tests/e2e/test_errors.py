@@ -333,9 +333,12 @@ def test_too_large_sdk(gateway):
 
 
 def test_just_under_the_limit_goes_through(h, mock):
+    # A large inline image (an 8 MiB text prompt would be over the model's
+    # context window: 400 context_length_exceeded, see test_routing.py).
     token = gw.nonce("big")
-    head = ('{"model":"llama3.2","messages":[{"role":"user","content":"' + token + ' ').encode()
-    body = head + b"b" * (8 * MIB - len(head) - 200) + b'"}]}'
+    head = ('{"model":"llama3.2","messages":[{"role":"user","content":[{"type":"text","text":"'
+            + token + '"},{"type":"image_url","image_url":{"url":"data:image/png;base64,').encode()
+    body = head + b"A" * (8 * MIB - len(head) - 200) + b'"}}]}]}'
     assert len(body) < 8 * MIB
     r = h.post(CHAT, headers={**gw.auth(), "content-type": "application/json"}, content=body)
     assert r.status_code == 200, r.text[:300]

@@ -54,6 +54,9 @@ def add_global_parts(rls_port: int):
         i = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.wasm")
         filters.insert(i + 1, copy.deepcopy(rl))
         gw.llm_route(doc)["typed_per_filter_config"] = copy.deepcopy(gw.llm_route(g)["typed_per_filter_config"])
+        # The routing route (models with deployments) carries the same actions.
+        gw.routing_route(doc)["typed_per_filter_config"] = copy.deepcopy(
+            gw.routing_route(g)["typed_per_filter_config"])
         c = copy.deepcopy(gw.cluster(g, "ratelimit"))
         gw.set_cluster_port(c, rls_port)
         doc["static_resources"]["clusters"].append(c)
@@ -183,6 +186,29 @@ def test_non_streamed_answer_charges_its_total_tokens(ggw, rls, model):
     assert len(done) == 1
     assert got(done[0]) == expected_charge("demo", "demo-team", model, total)
     assert done[0].domain == "llm-gateway"
+
+
+def test_routed_model_is_checked_once_and_charged_once_across_attempts(ggw, rls, mock):
+    """gpt-4o-ha with its OpenAI deployment failing: two attempts, one
+    request-path check and one charge (the answer's tokens), under the
+    public model's name."""
+    mock.clear_faults()
+    mock.add_fault(provider="openai", behavior="fail=503")
+    mock.add_fault(provider="azure", behavior="fail=503", count=1)
+    try:
+        raw = ggw.client().chat.completions.with_raw_response.create(
+            model="gpt-4o-ha", messages=[{"role": "user", "content": gw.nonce("routed")}])
+    finally:
+        mock.clear_faults()
+    resp = raw.parse()
+    assert raw.headers["x-llm-attempts"] == "3"
+    assert raw.headers["x-llm-deployment"] == "claude-sonnet-4-5-ha@anthropic"
+    calls = request_calls(rls.wait_for(lambda c: len(request_calls(c)) >= 1))
+    assert len(calls) == 1
+    assert got(calls[0]) == expected_request_descriptors("demo", "demo-team", "gpt-4o-ha")
+    done = wait_done(rls)
+    assert len(done) == 1
+    assert got(done[0]) == expected_charge("demo", "demo-team", "gpt-4o-ha", resp.usage.total_tokens)
 
 
 def test_streamed_answer_charges_its_total_tokens(ggw, rls):
