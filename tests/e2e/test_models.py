@@ -12,6 +12,9 @@ KIND = {p["name"]: p["kind"] for p in SHIPPED["providers"]}
 DEFAULT_MODELS = [
     ("gpt-4o-mini", "openai"),
     ("gpt-4o", "openai"),
+    # Models with deployments: the first deployment's provider kind.
+    ("gpt-4o-ha", "openai"),
+    ("claude-sonnet-4-5-ha", "anthropic"),
     ("gpt-3.5-turbo-instruct", "openai"),
     ("text-embedding-3-small", "openai"),
     ("azure-gpt-4o-mini", "azure"),
@@ -35,7 +38,8 @@ DEFAULT_MODELS = [
 def test_list_is_exactly_the_shipped_models(gateway):
     page = gateway.client().models.list()
     got = [(m.id, m.owned_by) for m in page.data]
-    assert got == [(m["name"], KIND[m["provider"]]) for m in SHIPPED["models"]]
+    assert got == [(m["name"], KIND[m.get("provider") or m["deployments"][0]["provider"]])
+                   for m in SHIPPED["models"]]
     assert got == DEFAULT_MODELS
     for m in page.data:
         assert m.object == "model"
