@@ -1255,15 +1255,7 @@ impl Upstream {
     /// An answer the filter makes itself (a configuration error: Envoy does
     /// not retry it).
     fn reply(&self, e: ApiError) -> Action {
-        let r: Reply = e.into();
-        let headers: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
-            log::warn!("llm-gateway: could not send a local reply: {e:?}");
-        }
+        send_reply(&e.into());
         Action::Pause
     }
 
@@ -1296,16 +1288,7 @@ impl Upstream {
             Err(r) => {
                 // The downstream filter checked every planned deployment
                 // can take the body; a token missing now lands here.
-                let headers: Vec<(&str, &str)> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                if let Err(e) =
-                    hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body))
-                {
-                    log::warn!("llm-gateway: could not send a local reply: {e:?}");
-                }
+                send_reply(&r);
                 return Action::Pause;
             }
         };
@@ -1337,6 +1320,18 @@ impl Upstream {
             }
         }
         Action::Continue
+    }
+}
+
+/// An answer the upstream role makes itself.
+fn send_reply(r: &Reply) {
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
+        log::warn!("llm-gateway: could not send a local reply: {e:?}");
     }
 }
 
