@@ -37,14 +37,7 @@ def _str(dumper, data):
 Dumper.add_representer(str, _str)
 
 
-def walk(node, fn):
-    if isinstance(node, dict):
-        fn(node)
-        for v in node.values():
-            walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            walk(v, fn)
+walk = envoy_doc.walk
 
 
 def render() -> str:

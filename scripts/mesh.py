@@ -158,14 +158,7 @@ def shipped_envoy() -> dict:
     return yaml.safe_load(SHIPPED_ENVOY.read_text())
 
 
-def walk(node, fn):
-    if isinstance(node, dict):
-        fn(node)
-        for v in node.values():
-            walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            walk(v, fn)
+walk = envoy_doc.walk
 
 
 def shipped_wasm_filter(doc: dict) -> dict:

@@ -1032,32 +1032,9 @@ impl HttpContext for Http {
                 self.model = Some(f.exchange.model);
                 self.count_in_flight(&cfg, f.exchange.model);
                 self.set_descriptor_state(&cfg, f.exchange.caller, f.exchange.model);
-                set_header(m, ":path", Some(&f.upstream.path));
-                set_header(m, ":authority", Some(&f.upstream.authority));
-                for (k, v) in &f.upstream.headers {
-                    set_header(m, k, Some(v));
-                }
-                if let Some(v) = &bearer {
-                    set_header(m, "authorization", Some(v));
-                }
-                set_header(m, "content-type", Some("application/json"));
-                set_header(
-                    m,
-                    "content-length",
-                    Some(&f.upstream.body.len().to_string()),
-                );
+                set_upstream_request(&f, bearer.as_deref(), &body, body_size);
                 // The route (`cluster_header`) is resolved when the headers continue.
                 set_header(m, &cfg.cluster_header, Some(&f.cluster));
-                if f.upstream.body != body {
-                    if let Err(e) = hostcalls::set_buffer(
-                        BufferType::HttpRequestBody,
-                        0,
-                        body_size,
-                        &f.upstream.body,
-                    ) {
-                        log::warn!("llm-gateway: could not replace the request body: {e:?}");
-                    }
-                }
                 self.state = State::Forwarded(Box::new(f.exchange));
                 Action::Continue
             }
@@ -1298,28 +1275,36 @@ impl Upstream {
         for h in cfg.attempt_headers() {
             set_header(m, &h, None);
         }
-        set_header(m, ":path", Some(&f.upstream.path));
-        set_header(m, ":authority", Some(&f.upstream.authority));
-        for (k, v) in &f.upstream.headers {
-            set_header(m, k, Some(v));
-        }
-        if let Some(v) = &bearer {
-            set_header(m, "authorization", Some(v));
-        }
-        set_header(m, "content-type", Some("application/json"));
-        set_header(
-            m,
-            "content-length",
-            Some(&f.upstream.body.len().to_string()),
-        );
-        if f.upstream.body != body {
-            if let Err(e) =
-                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &f.upstream.body)
-            {
-                log::warn!("llm-gateway: could not replace the request body: {e:?}");
-            }
-        }
+        set_upstream_request(&f, bearer.as_deref(), body, body_size);
         Action::Continue
+    }
+}
+
+/// The provider request `f` on the request being forwarded: path, host,
+/// headers, the key the filter sets (if any), and the body (`body` is the
+/// one in Envoy's buffer, `body_size` bytes).
+fn set_upstream_request(f: &gateway::Forward, bearer: Option<&str>, body: &[u8], body_size: usize) {
+    let m = MapType::HttpRequestHeaders;
+    set_header(m, ":path", Some(&f.upstream.path));
+    set_header(m, ":authority", Some(&f.upstream.authority));
+    for (k, v) in &f.upstream.headers {
+        set_header(m, k, Some(v));
+    }
+    if let Some(v) = bearer {
+        set_header(m, "authorization", Some(v));
+    }
+    set_header(m, "content-type", Some("application/json"));
+    set_header(
+        m,
+        "content-length",
+        Some(&f.upstream.body.len().to_string()),
+    );
+    if f.upstream.body != body {
+        if let Err(e) =
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &f.upstream.body)
+        {
+            log::warn!("llm-gateway: could not replace the request body: {e:?}");
+        }
     }
 }
 
