@@ -452,6 +452,11 @@ pub struct Config {
     pub deployments: Vec<crate::routing::Deployment>,
     pub deployment_index: HashMap<String, usize>,
     pub routing: crate::routing::Routing,
+    /// Request headers an attempt of a routed request may have set for its
+    /// provider (credentials, version and signature headers). Envoy's
+    /// attempts share one request header map, so the upstream filter removes
+    /// all of them before it sets the next attempt's own.
+    pub attempt_headers: Vec<String>,
 }
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llmgw-cluster";
@@ -1283,11 +1288,24 @@ impl Config {
         };
 
         let routing = routing(raw.routing, &callers)?;
+        let mut attempt_headers: Vec<String> = crate::gateway::STRIP_REQUEST_HEADERS
+            .iter()
+            .chain(["x-amz-date", "x-amz-content-sha256", "content-type"].iter())
+            .map(|s| s.to_string())
+            .collect();
+        for p in &providers {
+            if let crate::providers::Credential::Header { header, .. } = &p.common().credential {
+                attempt_headers.push(header.clone());
+            }
+        }
+        attempt_headers.sort_unstable();
+        attempt_headers.dedup();
 
         Ok(Config {
             deployments,
             deployment_index,
             routing,
+            attempt_headers,
             quotas,
             metrics_by: raw.metrics.map(|m| m.by).unwrap_or_default(),
             path_prefix,
@@ -1344,26 +1362,6 @@ impl Config {
     pub fn bearer_key(&self, index: usize) -> Option<String> {
         let p = self.providers.get(index)?;
         p.token_source().map(|_| token::key_for(&p.common().name))
-    }
-
-    /// Request headers an attempt of a routed request may have set for its
-    /// provider (credentials, version and signature headers). Envoy's
-    /// attempts share one request header map, so the upstream filter removes
-    /// all of them before it sets the next attempt's own.
-    pub fn attempt_headers(&self) -> Vec<String> {
-        let mut out: Vec<String> = crate::gateway::STRIP_REQUEST_HEADERS
-            .iter()
-            .chain(["x-amz-date", "x-amz-content-sha256", "content-type"].iter())
-            .map(|s| s.to_string())
-            .collect();
-        for p in &self.providers {
-            if let crate::providers::Credential::Header { header, .. } = &p.common().credential {
-                out.push(header.clone());
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     /// Look a model up by name or alias.

@@ -364,14 +364,10 @@ enum State {
     Routed(Box<Routed>),
 }
 
+/// The deployments a routed request tries, in order, each with the answer
+/// handling for its provider (built when the plan was checked).
 struct Routed {
-    pending: Pending,
-    body: Vec<u8>,
-    model: usize,
-    plan: Vec<usize>,
-    /// The answer handling for the plan's first deployment (used if the
-    /// answering one cannot be told).
-    first: Box<Exchange>,
+    plan: Vec<(usize, Box<Exchange>)>,
 }
 
 struct Http {
@@ -751,13 +747,14 @@ fn random_source<T>(f: impl FnOnce(&mut dyn Rng) -> T) -> T {
 }
 
 /// The deployments a routed request tries, in order (see
-/// [`routing::plan`]), without those its body cannot be translated for.
+/// [`routing::plan`]), without those its body cannot be translated for;
+/// each with the answer handling for its provider.
 fn route_plan(
     cfg: &Config,
     pending: &Pending,
     body: &[u8],
     model: usize,
-) -> Result<Vec<usize>, Reply> {
+) -> Result<Vec<(usize, Box<Exchange>)>, Reply> {
     let cache: RefCell<HashMap<usize, routing::Stats>> = RefCell::new(HashMap::new());
     let stats = |d: usize| -> routing::Stats {
         if let Some(s) = cache.borrow().get(&d) {
@@ -770,18 +767,18 @@ fn route_plan(
     let now = now_unix_ms();
     let caller = &cfg.callers[pending.caller];
     let shape = crate::frontdoor::ErrorShape::for_endpoint(pending.endpoint);
-    let mut plan = random_source(|rng| routing::plan(cfg, model, caller, &stats, now, rng))
+    let order = random_source(|rng| routing::plan(cfg, model, caller, &stats, now, rng))
         .map_err(|e| shape.reply(e.error()))?;
+    let mut plan = Vec::with_capacity(order.len());
     let mut first_err = None;
-    plan.retain(
-        |&d| match gateway::forward_for(cfg, pending, body, model, d) {
-            Ok(_) => true,
+    for d in order {
+        match gateway::forward_for(cfg, pending, body, model, d) {
+            Ok(f) => plan.push((d, Box::new(f.exchange))),
             Err(r) => {
                 first_err.get_or_insert(r);
-                false
             }
-        },
-    );
+        }
+    }
     match (plan.is_empty(), first_err) {
         (false, _) => Ok(plan),
         (true, Some(r)) => Err(r),
@@ -835,24 +832,26 @@ impl Http {
 
     /// The answer of a routed request arrived: from the deployment the last
     /// attempt reached, whose provider's answer handling takes over.
-    fn resolve_route(&mut self, cfg: &Config) {
-        let State::Routed(_) = &self.state else {
+    fn resolve_route(&mut self) {
+        if !matches!(self.state, State::Routed(_)) {
             return;
-        };
+        }
         let State::Routed(r) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
-        let attempt = read_attempt().filter(|a| r.plan.contains(&a.deployment));
-        let dep = attempt
-            .map(|a| a.deployment)
-            .or_else(|| r.plan.first().copied());
+        let mut plan = r.plan;
+        // The deployment the last attempt reached (the plan's first if the
+        // upstream filter never ran).
+        let attempt = read_attempt();
+        let at = attempt
+            .and_then(|a| plan.iter().position(|(d, _)| *d == a.deployment))
+            .unwrap_or(0);
         self.attempts = attempt.map(|a| a.number).unwrap_or(1);
-        self.deployment = dep;
-        let ex = dep
-            .and_then(|d| gateway::forward_for(cfg, &r.pending, &r.body, r.model, d).ok())
-            .map(|f| Box::new(f.exchange))
-            .unwrap_or(r.first);
-        self.state = State::Forwarded(ex);
+        if at < plan.len() {
+            let (d, ex) = plan.swap_remove(at);
+            self.deployment = Some(d);
+            self.state = State::Forwarded(ex);
+        }
     }
 }
 
@@ -1008,7 +1007,7 @@ impl HttpContext for Http {
                 // what to move on, this header how many times.
                 let endpoints: Vec<&str> = plan
                     .iter()
-                    .map(|&d| cfg.deployments[d].endpoint.as_str())
+                    .map(|(d, _)| cfg.deployments[*d].endpoint.as_str())
                     .collect();
                 set_header(m, &cfg.routing.endpoint_header, Some(&endpoints.join(",")));
                 set_header(
@@ -1018,13 +1017,7 @@ impl HttpContext for Http {
                 );
                 set_header(m, &cfg.cluster_header, Some(&cfg.routing.cluster));
                 self.routed = true;
-                self.state = State::Routed(Box::new(Routed {
-                    pending,
-                    body,
-                    model: f.exchange.model,
-                    plan,
-                    first: Box::new(f.exchange),
-                }));
+                self.state = State::Routed(Box::new(Routed { plan }));
                 Action::Continue
             }
             Ok((f, bearer, None)) => {
@@ -1045,7 +1038,7 @@ impl HttpContext for Http {
         let Some(cfg) = self.config.clone() else {
             return Action::Continue;
         };
-        self.resolve_route(&cfg);
+        self.resolve_route();
         let routed_headers: Vec<(String, String)> = match self.deployment {
             Some(d) if self.routed => vec![
                 ("x-llm-deployment".into(), cfg.deployments[d].name.clone()),
@@ -1272,8 +1265,8 @@ impl Upstream {
         let m = MapType::HttpRequestHeaders;
         // Envoy's attempts share one header map: what the last attempt set
         // for its provider goes first.
-        for h in cfg.attempt_headers() {
-            set_header(m, &h, None);
+        for h in &cfg.attempt_headers {
+            set_header(m, h, None);
         }
         set_upstream_request(&f, bearer.as_deref(), body, body_size);
         Action::Continue
