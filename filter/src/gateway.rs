@@ -217,7 +217,7 @@ pub fn routing_reply(
                 "tokens_this_minute": st.tokens,
                 "in_flight": st.in_flight,
                 "latency_ms": (st.latency_ms > 0).then_some(st.latency_ms),
-                "recent_failures": st.fails.iter().filter(|&&t| t + cfg.routing.cooldown.window_ms > now_ms).count(),
+                "recent_failures": st.recent_failures(now_ms, &cfg.routing.cooldown),
                 "cooling_down_for_ms": st.cool_until_ms.saturating_sub(now_ms),
             })
         })

@@ -528,11 +528,7 @@ impl Http {
         if a.open {
             write_attempt(&Attempt { open: false, ..a });
             if how == routing::End::Failed {
-                let mut m = self.metrics.borrow_mut();
-                m.apply(&failure_update(&d.name, "unreachable"));
-                if cooled == Some(true) {
-                    m.apply(&cooldown_update(&d.name));
-                }
+                count_failure(&self.metrics, &d.name, "unreachable", cooled);
             }
         }
     }
@@ -679,22 +675,25 @@ impl Http {
     }
 }
 
-fn failure_update(deployment: &str, reason: &str) -> telemetry::Update {
-    telemetry::Update {
+/// A failed attempt on `deployment` (`reason`: 429, 5xx, unreachable) in
+/// the metrics, and the cooldown it started (`cooled`, as
+/// `routing::update` returned it).
+fn count_failure(metrics: &RefCell<Metrics>, deployment: &str, reason: &str, cooled: Option<bool>) {
+    let mut m = metrics.borrow_mut();
+    m.apply(&telemetry::Update {
         kind: MetricKind::Counter,
         name: telemetry::metric_name(
             telemetry::DEPLOYMENT_FAILURES,
             &[("deployment", deployment), ("reason", reason)],
         ),
         value: 1,
-    }
-}
-
-fn cooldown_update(deployment: &str) -> telemetry::Update {
-    telemetry::Update {
-        kind: MetricKind::Counter,
-        name: telemetry::metric_name(telemetry::COOLDOWNS, &[("deployment", deployment)]),
-        value: 1,
+    });
+    if cooled == Some(true) {
+        m.apply(&telemetry::Update {
+            kind: MetricKind::Counter,
+            name: telemetry::metric_name(telemetry::COOLDOWNS, &[("deployment", deployment)]),
+            value: 1,
+        });
     }
 }
 
@@ -1371,11 +1370,7 @@ impl HttpContext for Upstream {
                 let cooled = routing::update(&SharedData, &pd.name, |s| {
                     s.end(now, routing::End::Failed, &cd)
                 });
-                let mut m = self.metrics.borrow_mut();
-                m.apply(&failure_update(&pd.name, "unreachable"));
-                if cooled == Some(true) {
-                    m.apply(&cooldown_update(&pd.name));
-                }
+                count_failure(&self.metrics, &pd.name, "unreachable", cooled);
             }
         }
         let number = header(MapType::HttpRequestHeaders, "x-envoy-attempt-count")
@@ -1434,14 +1429,8 @@ impl HttpContext for Upstream {
                 a.open = false;
                 write_attempt(&a);
             }
-            let mut m = self.metrics.borrow_mut();
-            m.apply(&failure_update(
-                name,
-                if status == 429 { "429" } else { "5xx" },
-            ));
-            if cooled == Some(true) {
-                m.apply(&cooldown_update(name));
-            }
+            let reason = if status == 429 { "429" } else { "5xx" };
+            count_failure(&self.metrics, name, reason, cooled);
         } else if status < 400 {
             let ttfb = now.saturating_sub(self.started_ms);
             routing::update(&SharedData, name, |s| s.latency(ttfb));

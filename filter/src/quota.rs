@@ -734,16 +734,22 @@ pub enum StoreError {
 pub trait Store {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+
+    /// Write `initial` at `key` unless the key exists (records are created
+    /// when the configuration loads, so requests only write with CAS).
+    fn create(&self, key: &str, initial: &[u8]) -> Result<(), StoreError> {
+        if self.get(key).is_some() {
+            return Ok(());
+        }
+        self.set(key, initial, None)
+    }
 }
 
 /// Create the record at `key` if it does not exist. Called for every caller
 /// and team when the configuration loads; the request path only writes with
 /// a compare-and-swap id.
 pub fn ensure(store: &dyn Store, key: &str) -> Result<(), StoreError> {
-    if store.get(key).is_some() {
-        return Ok(());
-    }
-    store.set(key, &Record::default().encode(), None)
+    store.create(key, &Record::default().encode())
 }
 
 /// Read-modify-write of one record with compare-and-swap. `f` sees the

@@ -233,6 +233,12 @@ impl Stats {
         s
     }
 
+    /// Failures within the cooldown window before `now_ms`.
+    pub fn recent_failures(&self, now_ms: u64, cd: &Cooldown) -> usize {
+        let since = now_ms.saturating_sub(cd.window_ms);
+        self.fails.iter().filter(|&&t| t > since).count()
+    }
+
     pub fn cooling(&self, now_ms: u64) -> bool {
         now_ms < self.cool_until_ms
     }
@@ -314,11 +320,7 @@ const CAS_ATTEMPTS: usize = 256;
 /// for every deployment when the configuration loads, so requests only
 /// write with compare-and-swap).
 pub fn ensure(store: &dyn Store, deployment: &str) -> Result<(), StoreError> {
-    let key = stats_key(deployment);
-    if store.get(&key).is_some() {
-        return Ok(());
-    }
-    store.set(&key, &Stats::default().encode(), None)
+    store.create(&stats_key(deployment), &Stats::default().encode())
 }
 
 /// Read-modify-write of a deployment's stats with compare-and-swap; `f`'s
