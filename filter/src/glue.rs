@@ -518,7 +518,7 @@ impl Http {
         let cooled = routing::update(&SharedData, &d.name, |s| {
             let mut cooled = false;
             if a.open {
-                cooled = s.end(now, how, &cd);
+                cooled = s.end(now, how, &cd, a.counted);
             }
             if tokens > 0 {
                 s.add_tokens(now, tokens);
@@ -1368,7 +1368,7 @@ impl HttpContext for Upstream {
         if let Some(p) = previous.filter(|p| p.open) {
             if let Some(pd) = cfg.deployments.get(p.deployment) {
                 let cooled = routing::update(&SharedData, &pd.name, |s| {
-                    s.end(now, routing::End::Failed, &cd)
+                    s.end(now, routing::End::Failed, &cd, p.counted)
                 });
                 count_failure(&self.metrics, &pd.name, "unreachable", cooled);
             }
@@ -1376,12 +1376,14 @@ impl HttpContext for Upstream {
         let number = header(MapType::HttpRequestHeaders, "x-envoy-attempt-count")
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or_else(|| previous.map(|p| p.number + 1).unwrap_or(1));
-        routing::update(&SharedData, &cfg.deployments[d].name, |s| s.start(now));
+        let counted =
+            routing::update(&SharedData, &cfg.deployments[d].name, |s| s.start(now)).is_some();
         write_attempt(&Attempt {
             deployment: d,
             started_ms: now,
             number,
             open: true,
+            counted,
         });
         self.ctx = Some(ctx);
         self.deployment = Some(d);
@@ -1423,9 +1425,12 @@ impl HttpContext for Upstream {
         let cd = cfg.routing.cooldown;
         if routing::failed_status(status) {
             // Envoy retries this one elsewhere (or gives it to the client).
-            let cooled =
-                routing::update(&SharedData, name, |s| s.end(now, routing::End::Failed, &cd));
-            if let Some(mut a) = read_attempt().filter(|a| a.deployment == d && a.open) {
+            let open = read_attempt().filter(|a| a.deployment == d && a.open);
+            let counted = open.is_some_and(|a| a.counted);
+            let cooled = routing::update(&SharedData, name, |s| {
+                s.end(now, routing::End::Failed, &cd, counted)
+            });
+            if let Some(mut a) = open {
                 a.open = false;
                 write_attempt(&a);
             }

@@ -251,8 +251,11 @@ impl Stats {
     }
 
     /// An attempt ended; true when this failure started a cooldown.
-    pub fn end(&mut self, now_ms: u64, how: End, cd: &Cooldown) -> bool {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// `counted`: its start was recorded (see [`Attempt::counted`]).
+    pub fn end(&mut self, now_ms: u64, how: End, cd: &Cooldown, counted: bool) -> bool {
+        if counted {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         if how != End::Failed || cd.failures == 0 {
             return false;
         }
@@ -609,16 +612,21 @@ pub struct Attempt {
     pub started_ms: u64,
     pub number: u32,
     pub open: bool,
+    /// Whether its start reached the deployment's stats (the shared-data
+    /// update can give up under contention); only then does its end take
+    /// one off `in_flight`.
+    pub counted: bool,
 }
 
 impl Attempt {
     pub fn encode(&self) -> Vec<u8> {
         format!(
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             self.deployment,
             self.started_ms,
             self.number,
-            u8::from(self.open)
+            u8::from(self.open),
+            u8::from(self.counted)
         )
         .into_bytes()
     }
@@ -631,6 +639,7 @@ impl Attempt {
             started_ms: it.next()?.parse().ok()?,
             number: it.next()?.parse().ok()?,
             open: it.next()? == "1",
+            counted: it.next()? == "1",
         })
     }
 }
