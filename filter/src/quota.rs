@@ -38,6 +38,12 @@ use std::collections::{BTreeMap, HashMap};
 pub const KEY_PREFIX: &str = "llm-gateway/quota/";
 /// Compare-and-swap attempts before a request is refused as contended.
 pub const CAS_ATTEMPTS: usize = 256;
+/// Compare-and-swap attempts of an update that gives something back
+/// (settlement, cancel) or only records (routing stats). Losing one would
+/// hold an in-flight slot forever, and nothing is refused by waiting, so
+/// these try much longer: every lost race means another worker's write
+/// went through, so the loop ends as soon as the others pause.
+pub const RELEASE_CAS_ATTEMPTS: usize = 1 << 16;
 /// Reservation when neither the request nor the model bound the answer.
 pub const DEFAULT_RESERVE_TOKENS: u64 = 1024;
 
@@ -760,8 +766,9 @@ fn update<T, E>(
     now: &Window,
     mut f: impl FnMut(&mut Record) -> Result<T, E>,
     busy: impl Fn() -> E,
+    attempts: usize,
 ) -> Result<T, E> {
-    for _ in 0..CAS_ATTEMPTS {
+    for _ in 0..attempts {
         let (mut rec, cas) = match store.get(key) {
             Some((bytes, cas)) => (Record::decode(&bytes).unwrap_or_default(), Some(cas)),
             None => {
@@ -916,6 +923,7 @@ pub fn admit(
                 Ok(heads)
             },
             || Denied::Busy,
+            CAS_ATTEMPTS,
         );
         match result {
             Ok((r, t)) => {
@@ -954,13 +962,14 @@ pub fn cancel(store: &dyn Store, adm: &Admission, now_ms: u64) {
                 Ok::<(), ()>(())
             },
             || (),
+            RELEASE_CAS_ATTEMPTS,
         );
     }
 }
 
 /// The request ended: replace its reservation by what it `used` and take it
 /// out of the in-flight count. Returns false if a record could not be
-/// written (contention beyond [`CAS_ATTEMPTS`]).
+/// written (contention beyond [`RELEASE_CAS_ATTEMPTS`]).
 pub fn settle(store: &dyn Store, adm: &Admission, used: Ask, now_ms: u64) -> bool {
     let now = Window::at(now_ms);
     let mut ok = true;
@@ -976,6 +985,7 @@ pub fn settle(store: &dyn Store, adm: &Admission, used: Ask, now_ms: u64) -> boo
                 Ok::<(), ()>(())
             },
             || (),
+            RELEASE_CAS_ATTEMPTS,
         )
         .is_ok();
     }

@@ -317,7 +317,9 @@ pub fn stats_key(deployment: &str) -> String {
     format!("llm-gateway/route/d/{deployment}")
 }
 
-const CAS_ATTEMPTS: usize = 256;
+/// Routing updates only record (they refuse nothing), and a lost `end`
+/// would hold an in-flight slot: they try as long as a quota give-back.
+const CAS_ATTEMPTS: usize = crate::quota::RELEASE_CAS_ATTEMPTS;
 
 /// Create a deployment's record if it does not exist (the filter does it
 /// for every deployment when the configuration loads, so requests only
