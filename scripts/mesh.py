@@ -10,11 +10,12 @@
   and for models with deployments the routing cluster and the deployment
   listeners (kept in the standalone bootstrap).
 
-The Istio outputs (istio/, tests/e2e/ingress/) embed the plugin config
-WITHOUT the models that have deployments and without `routing`
-(`istio_plugin_config`): routing needs the routing cluster (override_host
-policy, the filter again as its upstream filter) and one loopback listener
-per deployment, which no EnvoyFilter here patches in yet.
+The ingress gateway outputs (istio/gateway, tests/e2e/ingress/) embed the
+whole plugin config and patch in routing across deployments: the routing
+cluster (override_host policy, the filter again as its upstream filter,
+through ECDS), a loopback listener per deployment and the routed route
+(`routing_patches`). The sidecar and WasmPlugin outputs embed it WITHOUT the
+models that have deployments and without `routing` (`istio_plugin_config`).
 
     mesh.py generate [--check]   # rewrite (or check) every generated file below
     mesh.py render --out DIR --image REF [--digest HEX | --layout DIR]
@@ -30,7 +31,8 @@ Generated (committed, `generate --check` runs in `make test`):
   istio/sidecar/llm-gateway-credentials.yaml
   istio/wasmplugin/*.yaml                       WasmPlugin reference (NOT applicable, see README)
   k8s/overlays/standalone/envoy.yaml            Envoy bootstrap of the standalone Deployment
-  tests/e2e/ingress/envoy.yaml, ecds.yaml       the ingress gateway as Envoy sees it, for the e2e
+  tests/e2e/ingress/envoy.yaml, ecds.yaml, ecds-upstream.yaml
+                                                the ingress gateway as Envoy sees it, for the e2e
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ GATEWAY_LABELS = {"istio": "llm-ingressgateway"}
 PUBLIC_HOST = "llm.example.com"
 SIDECAR_HOST = f"llm.{SIDECAR_NAMESPACE}.svc.cluster.local"
 FILTER = "llm-gateway"  # HTTP filter name = ECDS resource name
+# The filter's second role, as the routing cluster's upstream HTTP filter
+# (its ECDS resource name and root_id; envoy/envoy.yaml uses the same).
+UPSTREAM_FILTER = "llm-gateway-upstream"
+UPSTREAM_ROOT_ID = envoy_doc.UPSTREAM_ROOT_ID
 # Placeholders that `mesh.py render` (make mesh) replaces with the pushed image.
 IMAGE_PLACEHOLDER = "registry.example.com/llm-gateway:0.1.0"
 DIGEST_PLACEHOLDER = "0" * 64
@@ -141,12 +147,13 @@ def prune_model_references(cfg: dict) -> None:
 
 
 def istio_plugin_config(cfg: dict) -> dict:
-    """The plugin config the Istio outputs embed: without the models that
-    have deployments and without `routing`. Routing across deployments needs
-    the routing cluster (override_host on x-llmgw-endpoints, the filter as its
-    upstream filter with root_id llmgw-upstream) and a loopback listener per
-    deployment; the EnvoyFilters here do not patch those in (not shipped
-    yet), so such a model would be sent to a cluster the proxy lacks."""
+    """The plugin config the sidecar and WasmPlugin outputs embed: without
+    the models that have deployments and without `routing`. Routing needs a
+    loopback listener per deployment in the proxy: in a sidecar that is in
+    every application pod's network namespace (its ports could be the
+    application's), and each pod would keep its own cooldown and load state.
+    Routed models are served by the ingress gateway (and the standalone
+    Deployment), which get the whole config."""
     out = copy.deepcopy(cfg)
     out["models"] = [m for m in out["models"] if "deployments" not in m]
     out.pop("routing", None)
@@ -222,8 +229,10 @@ def secret_paths(p: dict) -> tuple[str, str]:
 
 # ----------------------------------------------------------------- pieces
 
-def wasm_plugin_config(cfg: dict, *, code: dict, istio: bool) -> dict:
-    """The Wasm filter config (envoy.extensions.filters.http.wasm.v3.Wasm)."""
+def wasm_plugin_config(cfg: dict, *, code: dict, istio: bool, upstream: bool = False) -> dict:
+    """The Wasm filter config (envoy.extensions.filters.http.wasm.v3.Wasm):
+    the listener's filter, or with `upstream` the routing cluster's upstream
+    filter (same VM and plugin config, the other root)."""
     env = {"host_env_keys": env_names(cfg)}
     if istio:
         # Read and removed by istio-agent before Envoy sees the config
@@ -232,8 +241,8 @@ def wasm_plugin_config(cfg: dict, *, code: dict, istio: bool) -> dict:
     return {
         "@type": WASM_TYPE,
         "config": {
-            "name": FILTER,
-            "root_id": FILTER,
+            "name": UPSTREAM_FILTER if upstream else FILTER,
+            "root_id": UPSTREAM_ROOT_ID if upstream else FILTER,
             # A VM that crashed is replaced for the next request; the failing
             # request gets a 503. Never fails open.
             "failure_policy": "FAIL_RELOAD",
@@ -268,8 +277,9 @@ def oci_code() -> dict:
     }}
 
 
-def extension_config(cfg: dict) -> dict:
-    return {"name": FILTER, "typed_config": wasm_plugin_config(cfg, code=oci_code(), istio=True)}
+def extension_config(cfg: dict, *, upstream: bool = False) -> dict:
+    return {"name": UPSTREAM_FILTER if upstream else FILTER,
+            "typed_config": wasm_plugin_config(cfg, code=oci_code(), istio=True, upstream=upstream)}
 
 
 def http_filter(config_source: dict) -> dict:
@@ -416,6 +426,69 @@ def credential_patches(cfg: dict, context: str) -> list:
     return out
 
 
+def shipped_routing_route(doc: dict, cfg: dict) -> dict:
+    """envoy/envoy.yaml's route of routed requests (to the routing cluster,
+    with the retry policy that moves from one deployment to the next)."""
+    name, _ = envoy_doc.routing_settings(cfg)
+    routes = [r for vh in shipped_hcm(doc)["route_config"]["virtual_hosts"] for r in vh["routes"]
+              if r.get("route", {}).get("cluster") == name]
+    assert len(routes) == 1, f"envoy/envoy.yaml: {len(routes)} routes to {name}"
+    return copy.deepcopy(routes[0])
+
+
+def routing_parts(cfg: dict, config_source: dict) -> tuple[list, dict, dict] | None:
+    """Routing across deployments for a proxy that gets the filter through
+    ECDS (Istio): envoy/envoy.yaml's deployment listeners (loopback, each to
+    its provider's cluster in `cfg`), the routing cluster with the filter's
+    upstream role through ECDS from `config_source` (the resource
+    UPSTREAM_FILTER), and the route of routed requests. None when `cfg` has
+    no deployments."""
+    if not envoy_doc.deployments(cfg):
+        return None
+    doc = shipped_envoy()
+    listeners, rc = deployment_parts(doc, cfg)
+    opts = rc["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    filters = []
+    for f in opts["http_filters"]:
+        if f.get("typed_config", {}).get("@type") == WASM_TYPE:
+            f = {"name": UPSTREAM_FILTER,
+                 "config_discovery": {"config_source": copy.deepcopy(config_source),
+                                      "type_urls": [WASM_TYPE]}}
+        filters.append(f)
+    assert [f["name"] for f in filters][0] == UPSTREAM_FILTER, filters
+    opts["http_filters"] = filters
+    route = shipped_routing_route(doc, cfg)
+    route["name"] = "llm-gateway-deployments"
+    return listeners, rc, route
+
+
+def routing_patches(cfg: dict, context: str, *, route_config: dict, vhost: str) -> list:
+    """The EnvoyFilter patches of routing across deployments (none without
+    deployments): the upstream role's ECDS resource, the routing cluster, a
+    loopback listener per deployment, and the route of routed requests first
+    in the public host's virtual host (routed requests keep the client's
+    :authority, so they are matched there)."""
+    parts = routing_parts(cfg, ADS_SOURCE)
+    if parts is None:
+        return []
+    listeners, rc, route = parts
+    patches = [
+        {"applyTo": "EXTENSION_CONFIG",
+         "patch": {"operation": "ADD", "value": extension_config(cfg, upstream=True)}},
+        {"applyTo": "CLUSTER", "match": {"context": context},
+         "patch": {"operation": "ADD", "value": rc}},
+    ]
+    for lst in listeners:
+        patches.append({"applyTo": "LISTENER", "match": {"context": context},
+                        "patch": {"operation": "ADD", "value": lst}})
+    # INSERT_FIRST without a route match puts it at the top of the virtual
+    # host, before the VirtualService's routes (istio envoyfilter/rc_patch.go).
+    patches.append({"applyTo": "HTTP_ROUTE",
+                    "match": {"context": context, "routeConfiguration": {**route_config, "vhost": {"name": vhost}}},
+                    "patch": {"operation": "INSERT_FIRST", "value": route}})
+    return patches
+
+
 GATEWAY_FILTER_COMMENT = f"""\
 # The llm-gateway filter on the dedicated ingress gateway (pods labelled
 # istio=llm-ingressgateway, see k8s/overlays/istio-ingress), installed
@@ -433,6 +506,18 @@ GATEWAY_FILTER_COMMENT = f"""\
 #    holds the route that follows the x-llmgw-cluster header to the Istio
 #    cluster outbound|443||HOST (the `cluster` of each provider).
 # 5. LISTENER MERGE: an 8 MiB body fits in the connection buffer.
+# Routing across deployments (models with `deployments`, README "Routing
+# across deployments"), as in envoy/envoy.yaml:
+# 6. EXTENSION_CONFIG ADD llm-gateway-upstream: the same Wasm module, VM and
+#    plugin config with root_id llmgw-upstream (translates each attempt).
+# 7. CLUSTER ADD llmgw_deployments: one loopback endpoint per deployment
+#    (metadata llm.deployment), the override_host policy on the filter's
+#    x-llmgw-endpoints, llm-gateway-upstream as its upstream HTTP filter.
+# 8. LISTENER ADD per deployment: 127.0.0.1:181xx in the gateway pod, to the
+#    provider's cluster outbound|443||HOST (its credential injector, TLS).
+# 9. HTTP_ROUTE INSERT_FIRST into the public host: routed requests (they
+#    keep the client's :authority) go to llmgw_deployments with the retry
+#    policy that moves from one deployment to the next.
 """
 
 CREDENTIALS_COMMENT = """\
@@ -626,19 +711,34 @@ def standalone_envoy(cfg: dict, transform=None) -> dict:
     return doc
 
 
-def ingress_envoy(cfg: dict) -> tuple[dict, dict]:
+def ingress_ecds(cfg: dict, *, upstream: bool) -> dict:
+    """An ECDS file with the filter config as istio-agent hands it to Envoy
+    (the oci:// image rewritten to a local file, ISTIO_META_* removed)."""
+    value = extension_config(cfg, upstream=upstream)
+    vm = value["typed_config"]["config"]["vm_config"]
+    vm["code"] = {"local": {"filename": "target/wasm32-wasip1/release/llm_gateway.wasm"}}
+    vm["environment_variables"].pop("key_values")  # ISTIO_META_* are stripped by the agent
+    return {"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                           **value}]}
+
+
+INGRESS_ECDS = "tests/e2e/ingress/ecds.yaml"
+INGRESS_ECDS_UPSTREAM = "tests/e2e/ingress/ecds-upstream.yaml"
+
+
+def ingress_envoy(cfg: dict) -> tuple[dict, dict, dict]:
     """An Envoy config shaped like what istiod + istio-agent give the ingress
     gateway: clusters named outbound|443||HOST (pointing at the mock, no TLS),
     the filter through ECDS (a file here, ADS there) with istio-agent's
     rewrite of the oci:// image to a local file, the same routes, jwt_authn
-    as a RequestAuthentication generates it, XFCC from a trusted front proxy."""
+    as a RequestAuthentication generates it, XFCC from a trusted front proxy,
+    and the routing patches applied as istiod applies them (its upstream
+    filter through a second ECDS file: one resource per file)."""
     shipped = shipped_hcm(shipped_envoy())
-    ecds_value = extension_config(cfg)
-    vm = ecds_value["typed_config"]["config"]["vm_config"]
-    vm["code"] = {"local": {"filename": "target/wasm32-wasip1/release/llm_gateway.wasm"}}
-    vm["environment_variables"].pop("key_values")  # ISTIO_META_* are stripped by the agent
-    ecds = {"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                           **ecds_value}]}
+    ecds = ingress_ecds(cfg, upstream=False)
+    ecds_upstream = ingress_ecds(cfg, upstream=True)
+    routing = routing_parts(cfg, {"path_config_source": {"path": INGRESS_ECDS_UPSTREAM},
+                                  "initial_fetch_timeout": "0s"})
     ra = requestauthentication()
     rule = ra["spec"]["jwtRules"][0]
     jwt = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
@@ -656,7 +756,8 @@ def ingress_envoy(cfg: dict) -> tuple[dict, dict]:
     vhosts = [
         {"name": f"{PUBLIC_HOST}:443", "domains": [PUBLIC_HOST, f"{PUBLIC_HOST}:*"],
          "typed_per_filter_config": enable_filter(),
-         "routes": [virtualservice_route_as_envoy()]},
+         # The routed route first (HTTP_ROUTE INSERT_FIRST), then the VirtualService's.
+         "routes": ([routing[2]] if routing else []) + [virtualservice_route_as_envoy()]},
         providers_vhost(cfg),
         # Another application on the same gateway: the filter is off there.
         {"name": "other-app", "domains": ["*"], "routes": [
@@ -675,7 +776,7 @@ def ingress_envoy(cfg: dict) -> tuple[dict, dict]:
         "route_config": {"name": "https.443.https.llm-gateway.llm-gateway", "virtual_hosts": vhosts},
         "http_filters": [
             jwt,
-            http_filter({"path_config_source": {"path": "tests/e2e/ingress/ecds.yaml"},
+            http_filter({"path_config_source": {"path": INGRESS_ECDS},
                          "initial_fetch_timeout": "0s"}),
             {"name": ROUTER, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -701,7 +802,11 @@ def ingress_envoy(cfg: dict) -> tuple[dict, dict]:
             "clusters": clusters,
         },
     }
-    return doc, ecds
+    if routing:
+        listeners, rc, _ = routing
+        doc["static_resources"]["listeners"] += listeners
+        doc["static_resources"]["clusters"].insert(0, rc)
+    return doc, ecds, ecds_upstream
 
 
 # ----------------------------------------------------------------- static Istio pieces shared with the e2e
@@ -749,19 +854,19 @@ def dump(docs: list, header: str = HEADER) -> str:
 def generated() -> dict[str, str]:
     cfg = load_plugin_config()
     out = {"k8s/plugin-config.json": plugin_json(cfg)}
-    # The standalone bootstraps serve `cfg` as it is (routing included);
-    # the Istio outputs `icfg`, without the models that have deployments
-    # (see istio_plugin_config).
+    # The standalone bootstraps and the ingress gateway serve `cfg` as it is
+    # (routing included); the sidecars and the WasmPlugin reference `icfg`,
+    # without the models that have deployments (see istio_plugin_config).
     icfg = istio_plugin_config(cfg)
     gw_ctx = "GATEWAY"
+    gw_routes = {"portNumber": 443, "gateway": f"{NAMESPACE}/llm-gateway"}
     out["istio/gateway/llm-gateway-envoyfilter.yaml"] = dump([envoyfilter(
         FILTER, NAMESPACE,
-        filter_patches(icfg, gw_ctx, listener={},
-                       route_config={"portNumber": 443, "gateway": f"{NAMESPACE}/llm-gateway"},
-                       vhost=f"{PUBLIC_HOST}:443"),
+        filter_patches(cfg, gw_ctx, listener={}, route_config=gw_routes, vhost=f"{PUBLIC_HOST}:443")
+        + routing_patches(cfg, gw_ctx, route_config=gw_routes, vhost=f"{PUBLIC_HOST}:443"),
         GATEWAY_LABELS, GATEWAY_FILTER_COMMENT)])
     out["istio/gateway/llm-gateway-credentials.yaml"] = dump([envoyfilter(
-        "llm-gateway-credentials", NAMESPACE, credential_patches(icfg, gw_ctx), GATEWAY_LABELS,
+        "llm-gateway-credentials", NAMESPACE, credential_patches(cfg, gw_ctx), GATEWAY_LABELS,
         CREDENTIALS_COMMENT)])
     docs = egress_docs(icfg, NAMESPACE)
     for i in range(0, len(docs), 2):
@@ -799,11 +904,12 @@ def generated() -> dict[str, str]:
         "# transform of k8s/overlays/standalone/envoy.yaml): Envoy's rate limit filter asks\n"
         "# the ratelimit Service of k8s/components/global-ratelimit.\n", rl_doc)])
     out["k8s/components/global-ratelimit/ratelimit-config.yaml"] = rl_config
-    ingress, ecds = ingress_envoy(icfg)
+    ingress, ecds, ecds_upstream = ingress_envoy(cfg)
     note = ("# The ingress gateway as Envoy sees it after istiod and istio-agent (for\n"
             "# tests/e2e/test_ingress.py; paths relative to the repository root).\n")
     out["tests/e2e/ingress/envoy.yaml"] = dump([(note, ingress)])
     out["tests/e2e/ingress/ecds.yaml"] = dump([(note, ecds)])
+    out["tests/e2e/ingress/ecds-upstream.yaml"] = dump([(note, ecds_upstream)])
     return out
 
 

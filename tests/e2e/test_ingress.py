@@ -79,12 +79,32 @@ def plugin_config(caller_key):
 @pytest.fixture(scope="module")
 def ingress(mock, tmp_path_factory, plugin_config, signing_key):
     tmp = tmp_path_factory.mktemp("ingress")
-    ecds = yaml.safe_load((ING / "ecds.yaml").read_text())
-    wasm = ecds["resources"][0]["typed_config"]["config"]
-    assert wasm["allow_on_headers_stop_iteration"] is True
-    wasm["configuration"]["value"] = json.dumps(plugin_config)
-    wasm["vm_config"]["code"]["local"]["filename"] = str(gw.WASM)
-    (tmp / "ecds.yaml").write_text(yaml.safe_dump(ecds))
+    template = yaml.safe_load((ING / "envoy.yaml").read_text())
+    # The deployment listeners (127.0.0.1:181xx in the gateway pod) move to
+    # free ports: the listeners, the routing cluster's endpoints and the
+    # plugin config's deployment endpoints together.
+    port_map = {}
+    for lst in template["static_resources"]["listeners"][1:]:
+        assert lst["name"].startswith("deployment_"), lst["name"]
+        sa = lst["address"]["socket_address"]
+        port_map[sa["port_value"]] = gw.free_port()
+        sa["port_value"] = port_map[sa["port_value"]]
+    routing_cluster = plugin_config["routing"]["cluster"]
+    gw._walk(gw.cluster(template, routing_cluster), lambda d: d["socket_address"].update(
+        port_value=port_map[d["socket_address"]["port_value"]]) if "socket_address" in d else None)
+    value = json.dumps(plugin_config)
+    for old, new in port_map.items():
+        value = value.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    assert len(port_map) == len([d for m in plugin_config["models"] for d in m.get("deployments", [])])
+    # Both ECDS resources (the filter and its upstream role): same plugin
+    # config, same module.
+    for name in ("ecds.yaml", "ecds-upstream.yaml"):
+        ecds = yaml.safe_load((ING / name).read_text())
+        wasm = ecds["resources"][0]["typed_config"]["config"]
+        assert wasm["allow_on_headers_stop_iteration"] is True
+        wasm["configuration"]["value"] = value
+        wasm["vm_config"]["code"]["local"]["filename"] = str(gw.WASM)
+        (tmp / name).write_text(yaml.safe_dump(ecds))
     # Provider keys as an admin creates them: Secrets from `mesh.py secret`,
     # mounted at /etc/llm-secrets/<provider>/ (here: a directory per provider).
     for name, key in PROVIDER_KEYS.items():
@@ -92,7 +112,6 @@ def ingress(mock, tmp_path_factory, plugin_config, signing_key):
     pub = signing_key.public_key().public_numbers()
     jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
                                  "n": _b64(pub.n), "e": _b64(pub.e)}]})
-    template = yaml.safe_load((ING / "envoy.yaml").read_text())
 
     def mutate(doc):
         port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
@@ -101,13 +120,14 @@ def ingress(mock, tmp_path_factory, plugin_config, signing_key):
         new["admin"]["address"]["socket_address"]["port_value"] = admin
         new["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
         for c in new["static_resources"]["clusters"]:
-            gw.set_cluster_port(c, mock.port)
+            if c["name"] != routing_cluster:
+                gw.set_cluster_port(c, mock.port)
 
         def fix(d):
             pcs = d.get("path_config_source")
             if isinstance(pcs, dict):
-                if pcs["path"] == "tests/e2e/ingress/ecds.yaml":
-                    pcs["path"] = str(tmp / "ecds.yaml")
+                if pcs["path"].startswith("tests/e2e/ingress/"):
+                    pcs["path"] = str(tmp / Path(pcs["path"]).name)
                 else:
                     pcs["path"] = pcs["path"].replace(mesh.SECRETS_DIR, str(tmp / "llm-secrets"))
                     pcs["watched_directory"]["path"] = pcs["watched_directory"]["path"].replace(
@@ -203,6 +223,81 @@ def test_anthropic_through_its_injector(ingress, mock, caller_key):
     assert n in r.choices[0].message.content
     h = mock.find_one(n)["headers"]
     assert h["host"] == "api.anthropic.com" and h["x-api-key"] == gw.ANTHROPIC_KEY
+
+
+# ----------------------------------------------------------------- routing across deployments
+
+ROUTED = "gpt-4o-ha"  # k8s/plugin-config.json: OpenAI (us) + Azure (eu), fallback claude-sonnet-4-5-ha
+
+
+@pytest.fixture
+def faults(mock):
+    mock.clear_faults()
+    yield mock
+    mock.clear_faults()
+
+
+def attempts_seen(mock, token: str) -> list[tuple[str, str]]:
+    """(provider, Host) of each upstream attempt that carried `token`."""
+    return [(r["provider"], r["headers"]["host"]) for r in mock.find(token)]
+
+
+def test_routed_model_reaches_a_deployment_through_the_gateway_patches(ingress, faults, caller_key):
+    """The EnvoyFilter's routing cluster, deployment listeners and routed
+    route (as istiod applies them) in a real Envoy: either deployment
+    answers on the first attempt, with its provider's key."""
+    seen = set()
+    for i in range(12):
+        n = gw.nonce(f"ingha{i}")
+        raw = client(ingress, caller_key).chat.completions.with_raw_response.create(
+            model=ROUTED, messages=[{"role": "user", "content": n}])
+        assert raw.headers["x-llm-attempts"] == "1"
+        dep = raw.headers["x-llm-deployment"]
+        seen.add(dep)
+        assert n in raw.parse().choices[0].message.content
+        up = faults.find_one(n)
+        h = up["headers"]
+        if dep == "gpt-4o-ha@openai":
+            assert h["host"] == "api.openai.com" and h["authorization"] == "Bearer " + gw.OPENAI_KEY
+        else:
+            assert dep == "gpt-4o-ha@azure", dep
+            assert h["host"] == "my-resource.openai.azure.com" and h["api-key"] == gw.AZURE_KEY
+        # Nothing of the routing machinery reaches a provider.
+        assert not {"x-llmgw-endpoints", "x-llmgw-cluster", "x-envoy-max-retries"} & set(h)
+        assert caller_key not in json.dumps(h)
+    # Weighted 1:1: both seen in 12 requests (a miss has probability 2^-11).
+    assert seen == {"gpt-4o-ha@openai", "gpt-4o-ha@azure"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_routed_model_falls_over_to_anthropic_through_the_gateway_patches(ingress, faults, caller_key,
+                                                                          stream):
+    """OpenAI and Azure fail (503): the third attempt goes to the fallback
+    model on Anthropic, translated by the upstream role that came through
+    its own ECDS resource, with the key from the Anthropic cluster's
+    credential injector."""
+    faults.add_fault(provider="openai", behavior="fail=503")
+    faults.add_fault(provider="azure", behavior="fail=503")
+    n = gw.nonce("ingfo")
+    c = client(ingress, caller_key)
+    if stream:
+        with c.chat.completions.with_streaming_response.create(
+                model=ROUTED, stream=True, messages=[{"role": "user", "content": n}]) as raw:
+            headers = raw.headers
+            text = "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
+    else:
+        raw = c.chat.completions.with_raw_response.create(model=ROUTED, messages=[{"role": "user", "content": n}])
+        headers = raw.headers
+        text = raw.parse().choices[0].message.content
+    assert (headers["x-llm-deployment"], headers["x-llm-attempts"]) == ("claude-sonnet-4-5-ha@anthropic", "3")
+    assert headers["x-llm-provider"] == "anthropic"
+    assert text.startswith("Hello from the mock anthropic model claude-sonnet-4-5") and n in text
+    hits = attempts_seen(faults, n)
+    assert sorted(hits[:2]) == [("azure", "my-resource.openai.azure.com"), ("openai", "api.openai.com")]
+    assert hits[2] == ("anthropic", "api.anthropic.com")
+    last = faults.find(n)[2]
+    assert last["path"] == "/v1/messages" and last["headers"]["x-api-key"] == gw.ANTHROPIC_KEY
+    assert "authorization" not in last["headers"] and "api-key" not in last["headers"]
 
 
 def xfcc(uri: str) -> str:

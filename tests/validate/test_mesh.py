@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import io
@@ -257,9 +258,12 @@ def test_mesh_models_are_envoy_yaml_models():
     assert cfg["routing"] == shipped["routing"]
 
 
-ISTIO_PLUGIN_FILES = ["istio/gateway/llm-gateway-envoyfilter.yaml", "istio/sidecar/llm-gateway-envoyfilter.yaml",
-                      "tests/e2e/ingress/ecds.yaml", "istio/wasmplugin/gateway.yaml",
+#: Files that embed the cluster plugin config without the routed models.
+ISTIO_PLUGIN_FILES = ["istio/sidecar/llm-gateway-envoyfilter.yaml", "istio/wasmplugin/gateway.yaml",
                       "istio/wasmplugin/namespace.yaml"]
+#: The ingress gateway's: the whole config (routing patched in).
+GATEWAY_PLUGIN_FILES = ["istio/gateway/llm-gateway-envoyfilter.yaml", "tests/e2e/ingress/ecds.yaml",
+                        "tests/e2e/ingress/ecds-upstream.yaml"]
 
 
 def embedded_plugin_configs(path: str) -> list[dict]:
@@ -276,9 +280,10 @@ def embedded_plugin_configs(path: str) -> list[dict]:
 
 @pytest.mark.parametrize("path", ISTIO_PLUGIN_FILES)
 def test_istio_plugin_config_has_no_routing(path):
-    """Istio gets no routing cluster nor deployment listeners (not patched in
-    yet), so its plugin config is the cluster config without the models that
-    have deployments and without `routing`; nothing else differs."""
+    """Sidecars get no routing cluster nor deployment listeners (see
+    mesh.istio_plugin_config), so their plugin config is the cluster config
+    without the models that have deployments and without `routing`; nothing
+    else differs."""
     cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
     want = {**cfg, "models": [m for m in cfg["models"] if "deployments" not in m]}
     del want["routing"]
@@ -290,6 +295,16 @@ def test_istio_plugin_config_has_no_routing(path):
     assert found
     for got in found:
         assert got == want
+
+
+@pytest.mark.parametrize("path", GATEWAY_PLUGIN_FILES)
+def test_gateway_plugin_config_is_the_whole_cluster_config(path):
+    cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
+    assert any("deployments" in m for m in cfg["models"]) and "routing" in cfg
+    found = embedded_plugin_configs(path)
+    assert found
+    for got in found:
+        assert got == cfg
 
 
 def test_istio_plugin_config_drops_references_to_routed_models():
@@ -423,7 +438,8 @@ def envoyfilter_patches(path: str) -> list[dict]:
                                   "istio/sidecar/llm-gateway-envoyfilter.yaml"])
 def test_envoyfilter_installs_the_filter_so_it_can_hold_headers(path):
     patches = envoyfilter_patches(path)
-    ext = [p for p in patches if p["applyTo"] == "EXTENSION_CONFIG"]
+    ext = [p for p in patches if p["applyTo"] == "EXTENSION_CONFIG"
+           and p["patch"]["value"]["name"] == mesh.FILTER]
     assert len(ext) == 1 and ext[0]["patch"]["operation"] == "ADD"
     config = ext[0]["patch"]["value"]["typed_config"]["config"]
     assert config["allow_on_headers_stop_iteration"] is True
@@ -669,6 +685,75 @@ def test_ratelimit_component():
     assert plugin["quotas"]["global"] == {"descriptor_headers": True}
 
 
+def test_gateway_envoyfilter_patches_in_routing_as_the_ingress_e2e_runs_it():
+    """The ingress gateway's routing patches are the objects that
+    tests/e2e/ingress/envoy.yaml runs in a real Envoy (only the upstream
+    filter's ECDS source differs: ADS there, a file here), and they agree one
+    to one with the plugin config's deployments."""
+    import envoy_doc as ed
+    cfg = json.loads((ROOT / "k8s" / "plugin-config.json").read_text())
+    patches = envoyfilter_patches("istio/gateway/llm-gateway-envoyfilter.yaml")
+    ingress = yaml.safe_load((ROOT / "tests/e2e/ingress/envoy.yaml").read_text())
+
+    # The upstream role: its own ECDS resource, the same VM and plugin config.
+    ext = {p["patch"]["value"]["name"]: p["patch"]["value"]["typed_config"]["config"]
+           for p in patches if p["applyTo"] == "EXTENSION_CONFIG"}
+    assert set(ext) == {mesh.FILTER, mesh.UPSTREAM_FILTER}
+    down, up = ext[mesh.FILTER], ext[mesh.UPSTREAM_FILTER]
+    assert (down["root_id"], up["root_id"]) == (mesh.FILTER, ed.UPSTREAM_ROOT_ID)
+    assert up["vm_config"] == down["vm_config"] and up["configuration"] == down["configuration"]
+    assert up["allow_on_headers_stop_iteration"] is True
+    ecds_up = yaml.safe_load((ROOT / "tests/e2e/ingress/ecds-upstream.yaml").read_text())
+    (res,) = ecds_up["resources"]
+    assert res["name"] == mesh.UPSTREAM_FILTER
+    assert res["typed_config"]["config"]["root_id"] == ed.UPSTREAM_ROOT_ID
+
+    # The routing cluster: as in the e2e, its upstream filter from ADS.
+    (rc_patch,) = [p for p in patches if p["applyTo"] == "CLUSTER"]
+    assert rc_patch["patch"]["operation"] == "ADD" and rc_patch["match"] == {"context": "GATEWAY"}
+    rc = copy.deepcopy(rc_patch["patch"]["value"])
+    run = copy.deepcopy(ed.cluster(ingress, rc["name"]))
+    filters = rc["typed_extension_protocol_options"][ed.PROTOCOL_OPTIONS]["http_filters"]
+    assert [f["name"] for f in filters] == [mesh.UPSTREAM_FILTER, "envoy.filters.http.upstream_codec"]
+    src = filters[0]["config_discovery"].pop("config_source")
+    assert src == mesh.ADS_SOURCE
+    assert filters[0]["config_discovery"]["type_urls"] == [mesh.WASM_TYPE]
+    run_filters = run["typed_extension_protocol_options"][ed.PROTOCOL_OPTIONS]["http_filters"]
+    assert run_filters[0]["config_discovery"].pop("config_source")["path_config_source"]["path"] == \
+        mesh.INGRESS_ECDS_UPSTREAM
+    assert rc == run
+    deps = sorted((d["endpoint"], d["name"]) for _, d in ed.deployments(cfg))
+    assert sorted((ed.endpoint_of(e), e["metadata"]["filter_metadata"]["llm"]["deployment"])
+                  for g in rc["load_assignment"]["endpoints"] for e in g["lb_endpoints"]) == deps
+
+    # A loopback listener per deployment, to its provider's Istio cluster.
+    added = [p for p in patches if p["applyTo"] == "LISTENER" and p["patch"]["operation"] == "ADD"]
+    listeners = [p["patch"]["value"] for p in added]
+    assert listeners == [lst for lst in ingress["static_resources"]["listeners"]
+                         if lst["name"].startswith("deployment_")]
+    assert sorted(ed.listener_address(lst) for lst in listeners) == [e for e, _ in deps]
+    providers = {p["name"]: p["cluster"] for p in cfg["providers"]}
+    for _, d in ed.deployments(cfg):
+        lst = next(x for x in listeners if ed.listener_address(x) == d["endpoint"])
+        (route,) = [r for h in ed.hcms(lst) for vh in h["route_config"]["virtual_hosts"] for r in vh["routes"]]
+        assert route["route"]["cluster"] == providers[d["provider"]]
+        assert route["route"]["cluster"].startswith("outbound|443||")
+
+    # The routed route: first in the public host, as envoy/envoy.yaml's.
+    (rp,) = [p for p in patches if p["applyTo"] == "HTTP_ROUTE"]
+    assert rp["patch"]["operation"] == "INSERT_FIRST"
+    assert rp["match"]["routeConfiguration"]["vhost"] == {"name": f"{mesh.PUBLIC_HOST}:443"}
+    assert "route" not in rp["match"]["routeConfiguration"]["vhost"]  # no route match: goes first
+    route = rp["patch"]["value"]
+    (hcm,) = ed.hcms(ingress["static_resources"]["listeners"][0])
+    public = next(vh for vh in hcm["route_config"]["virtual_hosts"]
+                  if vh["name"] == f"{mesh.PUBLIC_HOST}:443")
+    assert public["routes"][0] == route
+    shipped = mesh.shipped_routing_route(mesh.shipped_envoy(), cfg)
+    assert route["route"] == shipped["route"] and route["match"] == shipped["match"]
+    assert route["route"]["cluster"] == rc["name"]
+
+
 # ------------------------------------------------------------------ Envoy configs
 
 def localize(text: str, tmp: Path) -> str:
@@ -678,6 +763,7 @@ def localize(text: str, tmp: Path) -> str:
     text = text.replace("target/wasm32-wasip1/release/llm_gateway.wasm", "@WASM@")
     text = text.replace("@WASM@", str(WASM))
     text = text.replace("tests/e2e/ingress/ecds.yaml", str(tmp / "ecds.yaml"))
+    text = text.replace("tests/e2e/ingress/ecds-upstream.yaml", str(tmp / "ecds-upstream.yaml"))
     cfg = json.loads((ROOT / "k8s/plugin-config.json").read_text())
     for p in mesh.injector_providers(cfg):
         d = tmp / "llm-secrets" / p["name"]
@@ -692,7 +778,8 @@ def localize(text: str, tmp: Path) -> str:
                                  "k8s/overlays/standalone-global-ratelimit/envoy.yaml",
                                  "tests/e2e/ingress/envoy.yaml"])
 def test_envoy_validate(cfg, tmp_path):
-    (tmp_path / "ecds.yaml").write_text(localize((ROOT / "tests/e2e/ingress/ecds.yaml").read_text(), tmp_path))
+    for ecds in ("ecds.yaml", "ecds-upstream.yaml"):
+        (tmp_path / ecds).write_text(localize((ROOT / "tests/e2e/ingress" / ecds).read_text(), tmp_path))
     local = tmp_path / "envoy.yaml"
     local.write_text(localize((ROOT / cfg).read_text(), tmp_path))
     r = run([ENVOY, "--mode", "validate", "-c", local, "-l", "warning"], env={**os.environ, **ENV}, timeout=120)
