@@ -256,7 +256,7 @@ def soak_markdown(result) -> str:
              + " (2 cores, shared with other agents; `make soak` right after `make bench` inherits its load)."
              + f" Quotas in the config: {'on' if result['quotas'] else 'off (not accepted by this commit)'}.",
              "",
-             f"Mix (wrk, 16 connections; weight, expected status): "
+             "Mix (wrk, 16 connections; weight, expected status): "
              + ", ".join(f"{n} {w} ({'/'.join(map(str, e))})" for n, w, e in result["mix"])
              + f"; plus {result['disconnects_per_segment']:,} client disconnects per "
                f"{result['segment']:,} requests (mid-body, before the answer, mid-stream; RST).",

@@ -844,7 +844,7 @@ def test_google_retry_delay_becomes_retry_after(gateway, model):
     429 carries no RetryInfo, and none is made up.)"""
     with gateway.http() as c:
         r = c.post("/v1/chat/completions", headers=gw.auth(),
-                   json=gw.chat_body(f"x [[mock:throttle=3]]", model))
+                   json=gw.chat_body("x [[mock:throttle=3]]", model))
     gw.assert_openai_error(r, 429, "rate_limit_exceeded")
     assert r.headers["retry-after"] == "3"
     assert r.headers["retry-after-ms"] == "3000"

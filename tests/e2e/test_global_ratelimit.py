@@ -14,7 +14,6 @@ import copy
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 import yaml

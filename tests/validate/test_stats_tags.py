@@ -43,6 +43,5 @@ def test_tag_regexes_extract_labels():
         m = re.search(rx, name)
         if m:
             values[tag] = m.group(2)
-            name_rest = name.replace(m.group(1), "")
     assert values == {"caller": "demo", "gen_ai_request_model": "gpt-4o-mini",
                       "gen_ai_provider_name": "openai", "gen_ai_token_type": "input"}
