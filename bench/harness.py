@@ -37,6 +37,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 sys.path.insert(0, str(BENCH))
 import gen_config  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
+from netutil import free_port, port_open, tail  # noqa: E402,F401
 
 # ----------------------------------------------------------------- processes
 
@@ -94,27 +96,6 @@ def stop_all() -> None:
 
 atexit.register(stop_all)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 # ----------------------------------------------------------------- /proc

@@ -17,8 +17,8 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +29,9 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from netutil import free_port, port_open, tail  # noqa: E402,F401  (gw.free_port etc. for the tests)
+
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "llm_gateway.wasm"
 MOCK_BIN = ROOT / "target" / "release" / "llm-mock"
@@ -150,27 +153,6 @@ def _spawn(args: list[str], *, env=None, stdout=None, stderr=None) -> subprocess
     with _LOCK:
         PROCESSES.append(p)
     return p
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 # ----------------------------------------------------------------- recording
@@ -366,6 +348,23 @@ def shipped_plugin_config() -> dict:
                       ["config"]["configuration"]["value"])
 
 
+def roomy_quotas_config() -> dict:
+    """The shipped plugin config with its demo quota limits out of reach,
+    for tests that send thousands of requests (or huge answers) in a minute,
+    which would otherwise meet 429s. Admission, in-flight counting and
+    settlement still run on every request, so a leaked in-flight count
+    shows."""
+    cfg = shipped_plugin_config()
+    q = cfg.get("quotas")
+    if q:
+        q["default"] = {"requests_per_minute": 10**7, "tokens_per_minute": 10**12,
+                        "tokens_per_day": 10**13, "usd_per_day": 10**8,
+                        "usd_per_month": 10**8, "max_concurrent": 10**4}
+        q.pop("teams", None)
+        q.pop("callers", None)
+    return cfg
+
+
 def _walk(node, fn):
     if isinstance(node, dict):
         fn(node)
@@ -461,6 +460,31 @@ def set_cluster_port(c: dict, port: int) -> None:
     _walk(c["load_assignment"], fn)
 
 
+def move_deployment_ports(doc: dict) -> dict[int, int]:
+    """Move the per-deployment listeners (every listener after the first)
+    to free ports, and the routing cluster's endpoints with them. Returns
+    old port -> new port, for the plugin config (`moved_endpoints`)."""
+    port_map: dict[int, int] = {}
+    for lst in doc["static_resources"]["listeners"][1:]:
+        sa = lst["address"]["socket_address"]
+        port_map[sa["port_value"]] = free_port()
+        sa["port_value"] = port_map[sa["port_value"]]
+    rc = next((c for c in doc["static_resources"]["clusters"] if c["name"] == ROUTING_CLUSTER), None)
+    if rc is not None:
+        _walk(rc["load_assignment"], lambda d: d["socket_address"].update(
+            port_value=port_map.get(d["socket_address"]["port_value"], d["socket_address"]["port_value"]))
+            if "socket_address" in d else None)
+    return port_map
+
+
+def moved_endpoints(plugin_config: str, port_map: dict[int, int]) -> str:
+    """A plugin config (JSON text) with its deployments' endpoints moved as
+    `move_deployment_ports` moved the listeners."""
+    for old, new in port_map.items():
+        plugin_config = plugin_config.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    return plugin_config
+
+
 def render_envoy(tmp: Path, *, port: int, admin_port: int, mock_port: int,
                  plugin_config: dict | str | None = None,
                  secrets_override: dict[str, str] | None = None,
@@ -472,20 +496,9 @@ def render_envoy(tmp: Path, *, port: int, admin_port: int, mock_port: int,
     listeners = doc["static_resources"]["listeners"]
     listeners[0]["address"]["socket_address"]["port_value"] = port
     doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    # The per-deployment listeners (and so the routing cluster's endpoints
-    # and the plugin config's deployment endpoints) move to free ports.
-    port_map: dict[int, int] = {}
-    for lst in listeners[1:]:
-        sa = lst["address"]["socket_address"]
-        port_map[sa["port_value"]] = free_port()
-        sa["port_value"] = port_map[sa["port_value"]]
+    port_map = move_deployment_ports(doc)
     for c in doc["static_resources"]["clusters"]:
-        if c["name"] == ROUTING_CLUSTER:
-            _walk(c["load_assignment"], lambda d: d["socket_address"].update(
-                port_value=port_map.get(d["socket_address"]["port_value"],
-                                        d["socket_address"]["port_value"]))
-                if "socket_address" in d else None)
-        else:
+        if c["name"] != ROUTING_CLUSTER:
             set_cluster_port(c, mock_port)
     sec_dir = tmp / "secrets"
     sec_dir.mkdir(parents=True, exist_ok=True)
@@ -506,10 +519,8 @@ def render_envoy(tmp: Path, *, port: int, admin_port: int, mock_port: int,
     if plugin_config is not None:
         value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config, indent=1)
         wasm["config"]["configuration"]["value"] = value
-    value = wasm["config"]["configuration"]["value"]
-    for old, new in port_map.items():
-        value = value.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
-    wasm["config"]["configuration"]["value"] = value
+    wasm["config"]["configuration"]["value"] = moved_endpoints(wasm["config"]["configuration"]["value"],
+                                                               port_map)
     for f in wasm_filters(doc):
         # The upstream role: same VM and configuration (YAML anchors in the
         # shipped file; kept the same here when a test replaces either).

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
@@ -506,26 +506,13 @@ def check(case: Case, r: httpx.Response) -> str | None:
 
 # ----------------------------------------------------------------- the test
 
-def roomy_quotas() -> dict:
-    """The shipped plugin config with its demo quota limits out of reach:
-    thousands of requests in a few seconds would otherwise meet 429s (a
-    4xx the corpus accepts, but not what the hand-written cases and the
-    good requests afterwards expect). The quota code still runs."""
-    cfg = gw.shipped_plugin_config()
-    q = cfg.get("quotas")
-    if q:
-        q["default"] = {"requests_per_minute": 10**7, "tokens_per_minute": 10**12,
-                        "tokens_per_day": 10**13, "usd_per_day": 10**8,
-                        "usd_per_month": 10**8, "max_concurrent": 10**4}
-        q.pop("teams", None)
-        q.pop("callers", None)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def cgw(mock, tmp_path_factory):
     g = gw.Gateway(tmp_path_factory.mktemp("gw-corpus"), mock.port,
-                   plugin_config=roomy_quotas())
+                   # Thousands of requests in a few seconds would meet 429s
+                   # (a 4xx the corpus accepts, but not what the hand-written
+                   # cases and the good requests afterwards expect).
+                   plugin_config=gw.roomy_quotas_config())
     yield g
     g.stop()
 

@@ -83,18 +83,15 @@ def ingress(mock, tmp_path_factory, plugin_config, signing_key):
     # The deployment listeners (127.0.0.1:181xx in the gateway pod) move to
     # free ports: the listeners, the routing cluster's endpoints and the
     # plugin config's deployment endpoints together.
-    port_map = {}
-    for lst in template["static_resources"]["listeners"][1:]:
-        assert lst["name"].startswith("deployment_"), lst["name"]
-        sa = lst["address"]["socket_address"]
-        port_map[sa["port_value"]] = gw.free_port()
-        sa["port_value"] = port_map[sa["port_value"]]
+    assert all(lst["name"].startswith("deployment_") for lst in template["static_resources"]["listeners"][1:])
     routing_cluster = plugin_config["routing"]["cluster"]
-    gw._walk(gw.cluster(template, routing_cluster), lambda d: d["socket_address"].update(
-        port_value=port_map[d["socket_address"]["port_value"]]) if "socket_address" in d else None)
-    value = json.dumps(plugin_config)
-    for old, new in port_map.items():
-        value = value.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    assert routing_cluster == gw.ROUTING_CLUSTER
+    port_map = gw.move_deployment_ports(template)
+    ports = []
+    gw._walk(gw.cluster(template, routing_cluster), lambda d: ports.append(d["socket_address"]["port_value"])
+             if "socket_address" in d else None)
+    assert sorted(ports) == sorted(port_map.values())  # every endpoint moved with its listener
+    value = gw.moved_endpoints(json.dumps(plugin_config), port_map)
     assert len(port_map) == len([d for m in plugin_config["models"] for d in m.get("deployments", [])])
     # Both ECDS resources (the filter and its upstream role): same plugin
     # config, same module.

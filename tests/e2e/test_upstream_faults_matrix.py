@@ -58,29 +58,13 @@ def params(pairs) -> list:
 
 # ----------------------------------------------------------------- fixtures
 
-def roomy_quotas() -> dict:
-    """The shipped plugin config with its demo quota limits out of reach
-    (a 50 MiB answer is 8 million tokens; hundreds of requests go out in a
-    minute): admission, in-flight counting and settlement still run on
-    every request, so a fault that leaks an in-flight count shows."""
-    cfg = gw.shipped_plugin_config()
-    q = cfg.get("quotas")
-    if q:
-        q["default"] = {"requests_per_minute": 10**7, "tokens_per_minute": 10**12,
-                        "tokens_per_day": 10**13, "usd_per_day": 10**8,
-                        "usd_per_month": 10**8, "max_concurrent": 10**4}
-        q.pop("teams", None)
-        q.pop("callers", None)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def fgw(mock, tmp_path_factory):
     """The shipped config with a short route timeout (and roomy quotas)."""
     def mutate(doc):
         gw.llm_route(doc)["route"]["timeout"] = f"{ROUTE_TIMEOUT}s"
     g = gw.Gateway(tmp_path_factory.mktemp("gw-faults"), mock.port, mutate=mutate,
-                   plugin_config=roomy_quotas())
+                   plugin_config=gw.roomy_quotas_config())
     g.baseline = wasm_stats(g)
     yield g
     g.stop()

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -49,6 +48,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT / "scripts"))
 import mesh  # noqa: E402
 import oci  # noqa: E402
+from netutil import free_port  # noqa: E402
 
 OVERLAYS = ["k8s/overlays/standalone", "k8s/overlays/standalone-wasm-init",
             "k8s/overlays/standalone-global-ratelimit", "k8s/overlays/istio-ingress"]
@@ -147,12 +147,6 @@ def test_oci_docker_context_matches(layout):
     assert (ctx / "plugin.wasm").read_bytes() == WASM.read_bytes()
     lines = [ln for ln in (ctx / "Dockerfile").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines == ["FROM scratch", "COPY plugin.wasm ./"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
