@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn http(addr: &str, req: &str) -> String {
@@ -12,6 +12,27 @@ fn http(addr: &str, req: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// Start the built binary with `args`; its address from the "listening"
+/// line it prints first.
+fn spawn_mock(args: &[&str], stderr: Stdio) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("llm-mock listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    (child, addr)
 }
 
 fn post(addr: &str, path: &str, auth: &str, body: &str) -> String {
@@ -26,8 +47,8 @@ fn post(addr: &str, path: &str, auth: &str, body: &str) -> String {
 
 #[test]
 fn binary_serves_and_exits_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
-        .args([
+    let (mut child, addr) = spawn_mock(
+        &[
             "--listen",
             "127.0.0.1:0",
             "--openai-key",
@@ -37,20 +58,9 @@ fn binary_serves_and_exits_on_sigterm() {
             "--vllm-key",
             "vk",
             "--quiet",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("llm-mock listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
+        ],
+        Stdio::piped(),
+    );
     assert!(!addr.ends_with(":0"), "{addr}");
 
     let health = http(
@@ -129,28 +139,17 @@ fn bad_flags_fail() {
 
 #[test]
 fn fault_flag_installs_rules() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-mock"))
-        .args([
+    let (mut child, addr) = spawn_mock(
+        &[
             "--listen",
             "127.0.0.1:0",
             "--quiet",
             "--fault",
             r#"{"provider":"azure","model":"gpt-4o","behavior":"fail=503","count":1}"#,
             r#"--fault={"provider":"openai","behavior":"fail=500"}"#,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("llm-mock listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
+        ],
+        Stdio::null(),
+    );
     let list = http(
         &addr,
         "GET /__mock/faults HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request to one provider route, with what a client would send.
 struct Target {
@@ -271,15 +270,7 @@ async fn rule_by_model() {
 /// A raw HTTP/1.1 request; returns what the server sent until EOF.
 async fn raw(m: &Mock, target: &str, host: &str, behavior: &str) -> String {
     let body = chat("gpt-4o", "hi").to_string();
-    let mut s = tokio::net::TcpStream::connect(m.server.addr).await.unwrap();
-    let req = format!(
-        "POST {target} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer sk-mock-openai\r\n{behavior}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    raw_post(m, target, &format!("host: {host}\r\n{behavior}"), &body).await
 }
 
 #[tokio::test]

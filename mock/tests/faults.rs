@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: (&str, &str) = ("authorization", "Bearer sk-mock-openai");
 
@@ -293,15 +292,8 @@ async fn cut_aborts_stream_and_body() {
 /// Raw HTTP/1.1 exchange: returns everything the server sent until EOF.
 async fn raw(m: &Mock, behavior: &str) -> String {
     let body = stream_req("a b").to_string();
-    let mut s = tokio::net::TcpStream::connect(m.server.addr).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-mock-openai\r\nx-mock-behavior: {behavior}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let headers = format!("host: x\r\nx-mock-behavior: {behavior}\r\n");
+    raw_post(m, "/v1/chat/completions", &headers, &body).await
 }
 
 #[tokio::test]

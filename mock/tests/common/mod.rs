@@ -131,3 +131,19 @@ pub fn chat(model: &str, text: &str) -> Value {
 pub fn error_message(v: &Value) -> &str {
     v["error"]["message"].as_str().unwrap_or("")
 }
+
+/// A raw HTTP/1.1 POST of a JSON `body` to `target` with the OpenAI key,
+/// `headers` (whole lines, each ending in CRLF) and `connection: close`;
+/// returns what the server sent until EOF (at most 5 s).
+pub async fn raw_post(m: &Mock, target: &str, headers: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(m.server.addr).await.unwrap();
+    let req = format!(
+        "POST {target} HTTP/1.1\r\n{headers}authorization: Bearer {OPENAI_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
