@@ -455,51 +455,50 @@ impl Answer {
                     "model": model, "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": self.prompt, "output_tokens": 1}}}),
                 );
-                let mut idx = 0;
-                if !self.text.is_empty() {
+                // One content block: its start, its deltas, its stop.
+                let block = |out: &mut Vec<u8>,
+                             idx: usize,
+                             content_block: Value,
+                             deltas: Vec<Value>| {
                     sse(
-                        &mut out,
+                        out,
                         Some("content_block_start"),
                         &json!({"type": "content_block_start",
-                        "index": idx, "content_block": {"type": "text", "text": ""}}),
+                        "index": idx, "content_block": content_block}),
                     );
-                    for t in &self.text {
+                    for delta in deltas {
                         sse(
-                            &mut out,
+                            out,
                             Some("content_block_delta"),
-                            &json!({"type": "content_block_delta",
-                            "index": idx, "delta": {"type": "text_delta", "text": t}}),
+                            &json!({"type": "content_block_delta", "index": idx, "delta": delta}),
                         );
                     }
                     sse(
-                        &mut out,
+                        out,
                         Some("content_block_stop"),
                         &json!({"type": "content_block_stop", "index": idx}),
                     );
+                };
+                let mut idx = 0;
+                if !self.text.is_empty() {
+                    let deltas = self
+                        .text
+                        .iter()
+                        .map(|t| json!({"type": "text_delta", "text": t}))
+                        .collect();
+                    block(&mut out, idx, json!({"type": "text", "text": ""}), deltas);
                     idx += 1;
                 }
                 sse(&mut out, Some("ping"), &json!({"type": "ping"}));
                 for c in &self.calls {
-                    sse(
-                        &mut out,
-                        Some("content_block_start"),
-                        &json!({"type": "content_block_start",
-                        "index": idx, "content_block": {"type": "tool_use", "id": c.id,
-                        "name": c.name, "input": {}}}),
-                    );
-                    for p in self.arg_pieces(c) {
-                        sse(
-                            &mut out,
-                            Some("content_block_delta"),
-                            &json!({"type": "content_block_delta",
-                            "index": idx, "delta": {"type": "input_json_delta", "partial_json": p}}),
-                        );
-                    }
-                    sse(
-                        &mut out,
-                        Some("content_block_stop"),
-                        &json!({"type": "content_block_stop", "index": idx}),
-                    );
+                    let deltas = self
+                        .arg_pieces(c)
+                        .into_iter()
+                        .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+                        .collect();
+                    let start =
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": {}});
+                    block(&mut out, idx, start, deltas);
                     idx += 1;
                 }
                 sse(
