@@ -366,6 +366,9 @@ fn least_in_flight_latency_and_usage_pick_the_best() {
     let deps = c.models[0].deployments.clone();
     let (oai, az) = (dep(&c, "oai-us"), dep(&c, "az-eu"));
     let mut rng = XorShift(7);
+    let mut pick = |s: Strategy, st: &dyn Fn(usize) -> Stats| {
+        order(&c.deployments, &deps, s, st, NOW, &mut rng)
+    };
     let busy = |n: u64| Stats {
         in_flight: n,
         ..Stats::default()
@@ -373,17 +376,7 @@ fn least_in_flight_latency_and_usage_pick_the_best() {
     // Least in flight: Azure (weight 1) wins over a busier OpenAI (weight 3).
     let st = stats_of(HashMap::from([(oai, busy(5)), (az, busy(1))]));
     for _ in 0..100 {
-        assert_eq!(
-            order(
-                &c.deployments,
-                &deps,
-                Strategy::LeastInFlight,
-                &st,
-                NOW,
-                &mut rng
-            ),
-            vec![az, oai]
-        );
+        assert_eq!(pick(Strategy::LeastInFlight, &st), vec![az, oai]);
     }
     // Lowest latency: the faster one; one never measured goes first.
     let lat = |ms: u64| Stats {
@@ -391,29 +384,9 @@ fn least_in_flight_latency_and_usage_pick_the_best() {
         ..Stats::default()
     };
     let st = stats_of(HashMap::from([(oai, lat(900)), (az, lat(150))]));
-    assert_eq!(
-        order(
-            &c.deployments,
-            &deps,
-            Strategy::LowestLatency,
-            &st,
-            NOW,
-            &mut rng
-        ),
-        vec![az, oai]
-    );
+    assert_eq!(pick(Strategy::LowestLatency, &st), vec![az, oai]);
     let st = stats_of(HashMap::from([(az, lat(150))]));
-    assert_eq!(
-        order(
-            &c.deployments,
-            &deps,
-            Strategy::LowestLatency,
-            &st,
-            NOW,
-            &mut rng
-        ),
-        vec![oai, az]
-    );
+    assert_eq!(pick(Strategy::LowestLatency, &st), vec![oai, az]);
     // Usage-based: the most headroom this minute (both have rpm 10, tpm 1000).
     let used = |r: u64, t: u64| Stats {
         minute: NOW / 60_000,
@@ -423,17 +396,7 @@ fn least_in_flight_latency_and_usage_pick_the_best() {
     };
     let st = stats_of(HashMap::from([(oai, used(2, 800)), (az, used(5, 100))]));
     // OpenAI: min(0.8, 0.2) = 0.2; Azure: min(0.5, 0.9) = 0.5.
-    assert_eq!(
-        order(
-            &c.deployments,
-            &deps,
-            Strategy::UsageBased,
-            &st,
-            NOW,
-            &mut rng
-        ),
-        vec![az, oai]
-    );
+    assert_eq!(pick(Strategy::UsageBased, &st), vec![az, oai]);
     // Last minute's usage does not count.
     let old = |r: u64| Stats {
         minute: NOW / 60_000 - 1,
@@ -441,17 +404,7 @@ fn least_in_flight_latency_and_usage_pick_the_best() {
         ..Stats::default()
     };
     let st = stats_of(HashMap::from([(oai, old(10)), (az, used(5, 0))]));
-    assert_eq!(
-        order(
-            &c.deployments,
-            &deps,
-            Strategy::UsageBased,
-            &st,
-            NOW,
-            &mut rng
-        ),
-        vec![oai, az]
-    );
+    assert_eq!(pick(Strategy::UsageBased, &st), vec![oai, az]);
 }
 
 #[test]
