@@ -31,6 +31,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from netutil import free_port, port_open, tail  # noqa: E402,F401  (gw.free_port etc. for the tests)
+import envoy_doc  # noqa: E402
+#: The routing cluster of the shipped config.
+from envoy_doc import DEFAULT_ROUTING_CLUSTER as ROUTING_CLUSTER  # noqa: E402
+from envoy_doc import walk as _walk  # noqa: E402
 
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "llm_gateway.wasm"
@@ -365,34 +369,14 @@ def roomy_quotas_config() -> dict:
     return cfg
 
 
-def _walk(node, fn):
-    if isinstance(node, dict):
-        fn(node)
-        for v in node.values():
-            _walk(v, fn)
-    elif isinstance(node, list):
-        for v in node:
-            _walk(v, fn)
-
-
-#: The routing cluster of the shipped config and the root id of the filter's
-#: upstream role (in that cluster's http_filters).
-ROUTING_CLUSTER = "llmgw_deployments"
-UPSTREAM_ROOT_ID = "llmgw-upstream"
-
-
 def wasm_filters(doc: dict) -> list[dict]:
-    found = []
-    _walk(doc, lambda d: found.append(d["typed_config"])
-          if d.get("name") == "envoy.filters.http.wasm" else None)
-    return found
+    """The typed_config of every Wasm filter (both roles)."""
+    return [f["typed_config"] for f in envoy_doc.wasm_filters(doc)]
 
 
 def _wasm_filter(doc: dict) -> dict:
-    """The downstream (listener) wasm filter."""
-    found = [f for f in wasm_filters(doc) if f["config"].get("root_id") != UPSTREAM_ROOT_ID]
-    assert len(found) == 1, "expected one downstream wasm filter in envoy.yaml"
-    return found[0]
+    """The downstream (listener) wasm filter's typed_config."""
+    return envoy_doc.downstream_wasm_filter(doc)["typed_config"]
 
 
 def _deployment_listener(name: str, port: int, cluster: str) -> dict:
