@@ -390,6 +390,8 @@ def test_zz_gateway_still_healthy(gateway, baseline, mock):
     assert now["wasm.wasm_vm_count"] == baseline["wasm.wasm_vm_count"] >= 3
     assert now["wasm.envoy.wasm.runtime.v8.active"] == baseline["wasm.envoy.wasm.runtime.v8.active"]
     for k, v in now.items():
+        if k.startswith("wasmcustom."):
+            continue  # the filter's own metrics (llmgw.deployment.failures counts provider failures)
         if "fail" in k or k.endswith(("vm_reload", "vm_reload_backoff")):
             assert v == 0, (k, v)
     log = gateway.log_text()
